@@ -1,0 +1,139 @@
+#include "coordinator/coordinator_state.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace podtrain::coordinator {
+
+int64_t JobRecord::examples_per_epoch() const {
+  int64_t total = 0;
+  for (int64_t size : shard_sizes) total += size;
+  return total;
+}
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::SUCCEEDED || state == v1::FAILED ||
+         state == v1::CANCELLED;
+}
+
+bool JobRecord::finished() const { return IsTerminal(state); }
+
+absl::Status CoordinatorState::Apply(const internal::Update& update) {
+  const absl::Time time = absl::FromUnixMicros(update.time_micros());
+  switch (update.kind_case()) {
+    case internal::Update::kJobCreated:
+      return ApplyJobCreated(update.job_created(), time);
+    case internal::Update::kJobStateChanged:
+      return ApplyJobStateChanged(update.job_state_changed(), time);
+    case internal::Update::kGenerationStarted:
+      return ApplyGenerationStarted(update.generation_started());
+    case internal::Update::kCheckpointCommitted:
+      return ApplyCheckpointCommitted(update.checkpoint_committed());
+    case internal::Update::KIND_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("update has no kind");
+}
+
+const JobRecord* CoordinatorState::FindJob(const std::string& name) const {
+  auto it = jobs_.find(name);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+const JobRecord* CoordinatorState::FindJobByRequestId(
+    const std::string& request_id) const {
+  auto it = job_by_request_id_.find(request_id);
+  return it == job_by_request_id_.end() ? nullptr : FindJob(it->second);
+}
+
+absl::StatusOr<JobRecord*> CoordinatorState::MutableLiveJob(
+    const std::string& name) {
+  auto it = jobs_.find(name);
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(absl::StrCat("no job ", name));
+  }
+  if (it->second.finished()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        name, " has ended (", v1::JobState_Name(it->second.state), ")"));
+  }
+  return &it->second;
+}
+
+absl::Status CoordinatorState::ApplyJobCreated(
+    const internal::JobCreated& created, absl::Time time) {
+  if (created.name().empty() || jobs_.count(created.name()) > 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("job name '", created.name(), "' is empty or taken"));
+  }
+  if (!created.request_id().empty() &&
+      job_by_request_id_.count(created.request_id()) > 0) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "request_id ", created.request_id(), " already made a job"));
+  }
+  JobRecord job;
+  job.name = created.name();
+  job.request_id = created.request_id();
+  job.spec = created.spec();
+  job.shard_sizes.assign(created.shard_sizes().begin(),
+                         created.shard_sizes().end());
+  job.dataset_fingerprint = created.dataset_fingerprint();
+  job.create_time = time;
+  if (!job.request_id.empty()) job_by_request_id_[job.request_id] = job.name;
+  jobs_.emplace(job.name, std::move(job));
+  ++jobs_created_;
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorState::ApplyJobStateChanged(
+    const internal::JobStateChanged& changed, absl::Time time) {
+  ASSIGN_OR_RETURN(JobRecord * job, MutableLiveJob(changed.name()));
+  if (changed.state() == v1::JOB_STATE_UNSPECIFIED) {
+    return absl::InvalidArgumentError("job state must be specified");
+  }
+  job->state = changed.state();
+  job->state_message = changed.message();
+  if (job->finished()) {
+    job->end_time = time;
+    job->members.clear();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorState::ApplyGenerationStarted(
+    const internal::GenerationStarted& started) {
+  ASSIGN_OR_RETURN(JobRecord * job, MutableLiveJob(started.name()));
+  if (started.generation() <= job->generation) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(started.name(), ": generation ", started.generation(),
+                     " does not follow ", job->generation));
+  }
+  std::vector<Member> members;
+  for (int i = 0; i < started.members_size(); ++i) {
+    const auto& member = started.members(i);
+    if (member.rank() != i) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(started.name(), ": generation ", started.generation(),
+                       " member ", i, " has rank ", member.rank()));
+    }
+    members.push_back({member.worker_id(), member.incarnation(), i});
+  }
+  job->generation = started.generation();
+  job->members = std::move(members);
+  if (started.counts_as_restart()) ++job->restarts;
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorState::ApplyCheckpointCommitted(
+    const internal::CheckpointCommitted& committed) {
+  ASSIGN_OR_RETURN(JobRecord * job, MutableLiveJob(committed.name()));
+  if (committed.step() <= job->committed_step) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(committed.name(), ": commit of step ", committed.step(),
+                     " would go back from step ", job->committed_step));
+  }
+  job->committed_step = committed.step();
+  job->committed_path = committed.path();
+  return absl::OkStatus();
+}
+
+}  // namespace podtrain::coordinator

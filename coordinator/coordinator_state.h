@@ -1,0 +1,106 @@
+// The coordinator's durable state as plain data, changed only by Apply().
+//
+// Glossary:
+//   job            a training job ("jobs/000001"): its spec, its state, the
+//                  dataset shape its data order depends on.
+//   generation     one membership of a job's world (members with ranks);
+//                  numbered 1, 2, ... per job. Every membership change starts
+//                  a new generation.
+//   committed      the newest checkpoint every rank of a generation made
+//                  durable and the coordinator recorded: the head of the
+//                  job's committed lineage. Training resumes after it.
+//
+// Example: JobCreated(jobs/1) -> GenerationStarted(jobs/1, 1, [w0, w1]) ->
+// JobStateChanged(RUNNING) -> CheckpointCommitted(step 99) -> (w1's lease
+// expires) GenerationStarted(jobs/1, 2, [w0]) -> ... -> JobStateChanged
+// (SUCCEEDED).
+//
+// Apply refuses an update that cannot follow the current state (an unknown
+// job, a generation that does not increase, a commit that goes backwards, a
+// change to a finished job) with an error and changes nothing: replaying a
+// journal that holds such an update means the journal is not ours to trust.
+//
+// Thread-safety: thread-compatible; the coordinator guards it with its mutex.
+
+#ifndef PODTRAIN_COORDINATOR_COORDINATOR_STATE_H_
+#define PODTRAIN_COORDINATOR_COORDINATOR_STATE_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/coordinator_state.pb.h"
+#include "proto/job.pb.h"
+
+namespace podtrain::coordinator {
+
+struct Member {
+  std::string worker_id;
+  uint64_t incarnation = 0;
+  int32_t rank = 0;
+};
+
+struct JobRecord {
+  std::string name;
+  std::string request_id;
+  v1::JobSpec spec;
+  std::vector<int64_t> shard_sizes;
+  uint64_t dataset_fingerprint = 0;
+
+  v1::JobState state = v1::QUEUED;
+  std::string state_message;
+  absl::Time create_time;
+  absl::Time end_time = absl::InfinitePast();
+
+  int64_t generation = 0;       // 0: no world has formed yet
+  std::vector<Member> members;  // of the current generation, by rank
+  int32_t restarts = 0;
+
+  int64_t committed_step = -1;  // -1: nothing committed, start from scratch
+  std::string committed_path;
+
+  int64_t examples_per_epoch() const;
+  bool finished() const;
+};
+
+bool IsTerminal(v1::JobState state);
+
+class CoordinatorState {
+ public:
+  // Applies one update; on error the state is unchanged.
+  absl::Status Apply(const internal::Update& update);
+
+  // nullptr if there is no such job.
+  const JobRecord* FindJob(const std::string& name) const;
+  const JobRecord* FindJobByRequestId(const std::string& request_id) const;
+
+  // Jobs in creation order (names are assigned in increasing order).
+  const std::map<std::string, JobRecord>& jobs() const { return jobs_; }
+
+  // How many jobs were ever created: the next job's number is this + 1.
+  int64_t jobs_created() const { return jobs_created_; }
+
+ private:
+  absl::Status ApplyJobCreated(const internal::JobCreated& created,
+                               absl::Time time);
+  absl::Status ApplyJobStateChanged(const internal::JobStateChanged& changed,
+                                    absl::Time time);
+  absl::Status ApplyGenerationStarted(
+      const internal::GenerationStarted& started);
+  absl::Status ApplyCheckpointCommitted(
+      const internal::CheckpointCommitted& committed);
+  absl::StatusOr<JobRecord*> MutableLiveJob(const std::string& name);
+
+  std::map<std::string, JobRecord> jobs_;
+  absl::flat_hash_map<std::string, std::string> job_by_request_id_;
+  int64_t jobs_created_ = 0;
+};
+
+}  // namespace podtrain::coordinator
+
+#endif  // PODTRAIN_COORDINATOR_COORDINATOR_STATE_H_

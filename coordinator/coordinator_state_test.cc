@@ -1,0 +1,148 @@
+// State tests through Apply alone: no RPC, no threads, no clock.
+
+#include "coordinator/coordinator_state.h"
+
+#include <gtest/gtest.h>
+
+namespace podtrain::coordinator {
+namespace {
+
+internal::Update Created(const std::string& name,
+                         const std::string& request_id = "") {
+  internal::Update update;
+  update.set_time_micros(1'000'000);
+  auto* created = update.mutable_job_created();
+  created->set_name(name);
+  created->set_request_id(request_id);
+  created->mutable_spec()->set_global_batch(256);
+  created->add_shard_sizes(600);
+  created->add_shard_sizes(400);
+  created->set_dataset_fingerprint(0xabc);
+  return update;
+}
+
+internal::Update StateChanged(const std::string& name, v1::JobState state) {
+  internal::Update update;
+  update.set_time_micros(9'000'000);
+  update.mutable_job_state_changed()->set_name(name);
+  update.mutable_job_state_changed()->set_state(state);
+  update.mutable_job_state_changed()->set_message("because");
+  return update;
+}
+
+internal::Update Generation(const std::string& name, int64_t generation,
+                            std::vector<std::string> workers,
+                            bool restart = false) {
+  internal::Update update;
+  auto* started = update.mutable_generation_started();
+  started->set_name(name);
+  started->set_generation(generation);
+  started->set_counts_as_restart(restart);
+  for (size_t rank = 0; rank < workers.size(); ++rank) {
+    auto* member = started->add_members();
+    member->set_worker_id(workers[rank]);
+    member->set_incarnation(100 + rank);
+    member->set_rank(rank);
+  }
+  return update;
+}
+
+internal::Update Commit(const std::string& name, int64_t step) {
+  internal::Update update;
+  auto* committed = update.mutable_checkpoint_committed();
+  committed->set_name(name);
+  committed->set_step(step);
+  committed->set_path("/ckpt/step-" + std::to_string(step));
+  return update;
+}
+
+TEST(CoordinatorStateTest, JobLifecycle) {
+  CoordinatorState state;
+  ASSERT_TRUE(state.Apply(Created("jobs/000001", "req-1")).ok());
+  const JobRecord* job = state.FindJob("jobs/000001");
+  ASSERT_NE(job, nullptr);
+  EXPECT_EQ(job->state, v1::QUEUED);
+  EXPECT_EQ(job->examples_per_epoch(), 1000);
+  EXPECT_EQ(job->create_time, absl::FromUnixSeconds(1));
+  EXPECT_EQ(state.FindJobByRequestId("req-1"), job);
+  EXPECT_EQ(state.jobs_created(), 1);
+
+  ASSERT_TRUE(state.Apply(Generation("jobs/000001", 1, {"w0", "w1"})).ok());
+  ASSERT_TRUE(state.Apply(StateChanged("jobs/000001", v1::RUNNING)).ok());
+  ASSERT_TRUE(state.Apply(Commit("jobs/000001", 99)).ok());
+  EXPECT_EQ(job->generation, 1);
+  ASSERT_EQ(job->members.size(), 2u);
+  EXPECT_EQ(job->members[1].worker_id, "w1");
+  EXPECT_EQ(job->members[1].incarnation, 101u);
+  EXPECT_EQ(job->committed_step, 99);
+  EXPECT_EQ(job->restarts, 0);
+
+  ASSERT_TRUE(state.Apply(Generation("jobs/000001", 2, {"w0"}, true)).ok());
+  EXPECT_EQ(job->restarts, 1);
+  EXPECT_EQ(job->members.size(), 1u);
+
+  ASSERT_TRUE(state.Apply(StateChanged("jobs/000001", v1::SUCCEEDED)).ok());
+  EXPECT_TRUE(job->finished());
+  EXPECT_EQ(job->end_time, absl::FromUnixSeconds(9));
+  EXPECT_TRUE(job->members.empty());
+}
+
+TEST(CoordinatorStateTest, RefusesUpdatesThatCannotFollow) {
+  CoordinatorState state;
+  ASSERT_TRUE(state.Apply(Created("jobs/1", "req")).ok());
+  // A second job with the same name or request id.
+  EXPECT_EQ(state.Apply(Created("jobs/1")).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(state.Apply(Created("jobs/2", "req")).code(),
+            absl::StatusCode::kAlreadyExists);
+  // Unknown job.
+  EXPECT_EQ(state.Apply(Commit("jobs/9", 1)).code(),
+            absl::StatusCode::kNotFound);
+  // Generations only increase; commits only move forward.
+  ASSERT_TRUE(state.Apply(Generation("jobs/1", 3, {"w0"})).ok());
+  EXPECT_EQ(state.Apply(Generation("jobs/1", 3, {"w0"})).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(state.Apply(Commit("jobs/1", 10)).ok());
+  EXPECT_EQ(state.Apply(Commit("jobs/1", 10)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Ranks must be 0..W-1 in order.
+  internal::Update bad_ranks = Generation("jobs/1", 4, {"a", "b"});
+  bad_ranks.mutable_generation_started()->mutable_members(1)->set_rank(5);
+  EXPECT_EQ(state.Apply(bad_ranks).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(state.FindJob("jobs/1")->generation, 3);  // unchanged
+  // Nothing changes a finished job.
+  ASSERT_TRUE(state.Apply(StateChanged("jobs/1", v1::CANCELLED)).ok());
+  EXPECT_EQ(state.Apply(Commit("jobs/1", 11)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(state.Apply(StateChanged("jobs/1", v1::RUNNING)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(state.Apply(internal::Update()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CoordinatorStateTest, ReplayingTheSameUpdatesGivesTheSameState) {
+  const std::vector<internal::Update> journal = {
+      Created("jobs/1", "a"),
+      Created("jobs/2", "b"),
+      Generation("jobs/1", 1, {"w0", "w1"}),
+      StateChanged("jobs/1", v1::RUNNING),
+      Commit("jobs/1", 5),
+      Generation("jobs/1", 2, {"w1"}, true),
+      StateChanged("jobs/2", v1::CANCELLED)};
+  CoordinatorState live, replayed;
+  for (const auto& update : journal) ASSERT_TRUE(live.Apply(update).ok());
+  for (const auto& update : journal) ASSERT_TRUE(replayed.Apply(update).ok());
+  ASSERT_EQ(live.jobs().size(), replayed.jobs().size());
+  for (const auto& [name, job] : live.jobs()) {
+    const JobRecord* other = replayed.FindJob(name);
+    ASSERT_NE(other, nullptr);
+    EXPECT_EQ(job.state, other->state);
+    EXPECT_EQ(job.generation, other->generation);
+    EXPECT_EQ(job.committed_step, other->committed_step);
+    EXPECT_EQ(job.restarts, other->restarts);
+    EXPECT_EQ(job.members.size(), other->members.size());
+  }
+}
+
+}  // namespace
+}  // namespace podtrain::coordinator
