@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "dataset/dataset.h"
 #include "dataset/fashion_mnist.h"
+#include "dataset/file_util.h"
 #include "dataset/manifest.h"
 #include "dataset/synthetic.h"
 #include "sampler/assignment.h"
@@ -36,8 +37,8 @@ void PrintManifest(const dataset::Manifest& manifest, std::ostream& out) {
     bytes += shard.bytes;
   }
   out << "name:         " << manifest.name << "\n"
-      << "kind:         " << (manifest.synthetic ? "synthetic" : "record shards")
-      << "\n"
+      << "kind:         "
+      << (manifest.synthetic ? "synthetic" : "record shards") << "\n"
       << "examples:     " << manifest.num_examples() << "\n"
       << "shards:       " << manifest.shards.size() << " (records per shard "
       << smallest << ".." << largest << ")\n"
@@ -66,9 +67,9 @@ absl::StatusOr<std::vector<int64_t>> SampleShardSizes(
         "--examples: must be >= 1 (an empty dataset has no epoch order)");
   }
   if (command.num_shards < 1 || command.num_shards > command.num_examples) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--shards: must be in [1, examples=", command.num_examples, "], got ",
-        command.num_shards));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shards: must be in [1, examples=", command.num_examples,
+                     "], got ", command.num_shards));
   }
   return dataset::MakeSyntheticManifest("sample", command.num_examples,
                                         command.num_shards, ImageSchema())
@@ -119,16 +120,16 @@ absl::Status PrintPositions(const sampler::StreamSampler& sampler,
 
 absl::Status RunIngest(const IngestCommand& command, std::ostream& out) {
   if (command.dataset != "fashion-mnist") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ingest: unknown dataset '", command.dataset,
-        "' (known: fashion-mnist)"));
+    return absl::InvalidArgumentError(absl::StrCat("ingest: unknown dataset '",
+                                                   command.dataset,
+                                                   "' (known: fashion-mnist)"));
   }
   if (command.out_dir.empty()) {
     return absl::InvalidArgumentError("ingest: --out DIR is required");
   }
   if (command.num_shards < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--shards: must be >= 1, got ", command.num_shards));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shards: must be >= 1, got ", command.num_shards));
   }
   dataset::IngestOptions options;
   options.source_dir = command.source_dir;
@@ -147,16 +148,17 @@ absl::Status RunSynth(const SynthCommand& command, std::ostream& out) {
     return absl::InvalidArgumentError("synth: --out DIR is required");
   }
   if (command.num_examples < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--examples: must be >= 1, got ", command.num_examples));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--examples: must be >= 1, got ", command.num_examples));
   }
   if (command.num_shards < 1 || command.num_shards > command.num_examples) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--shards: must be in [1, examples=", command.num_examples, "], got ",
-        command.num_shards));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shards: must be in [1, examples=", command.num_examples,
+                     "], got ", command.num_shards));
   }
   const dataset::Manifest manifest = dataset::MakeSyntheticManifest(
       command.name, command.num_examples, command.num_shards, ImageSchema());
+  RETURN_IF_ERROR(dataset::CreateDirectories(command.out_dir));
   RETURN_IF_ERROR(dataset::WriteManifest(command.out_dir, manifest));
   out << "wrote " << command.out_dir << "\n";
   PrintManifest(manifest, out);
@@ -189,18 +191,16 @@ absl::Status RunSample(const SampleCommand& command, std::ostream& out) {
         "--window: must be >= 1 shard (or 0 for a global shuffle), got ",
         command.window_shards));
   }
-  ASSIGN_OR_RETURN(
-      const std::unique_ptr<sampler::StreamSampler> stream,
-      sampler::StreamSampler::Create(
-          shard_sizes, {.seed = command.seed,
-                        .window_shards = command.window_shards}));
+  ASSIGN_OR_RETURN(const std::unique_ptr<sampler::StreamSampler> stream,
+                   sampler::StreamSampler::Create(
+                       shard_sizes, {.seed = command.seed,
+                                     .window_shards = command.window_shards}));
   const int64_t n = stream->examples_per_epoch();
 
   if (command.global_batch.has_value()) {
     ASSIGN_OR_RETURN(const sampler::PositionRange range,
-                     sampler::RankPositions(*command.global_batch,
-                                            command.step, command.world,
-                                            command.rank));
+                     sampler::RankPositions(*command.global_batch, command.step,
+                                            command.world, command.rank));
     return PrintPositions(*stream, range.begin, range.size(), out);
   }
   if (command.epoch < 0) {
@@ -213,12 +213,11 @@ absl::Status RunSample(const SampleCommand& command, std::ostream& out) {
         "--start: must be in [0, examples=", n, "], got ", command.start));
   }
   if (count < 0 || command.start + count > n) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--count: start + count must stay within the epoch's ", n,
-        " examples, got start=", command.start, " count=", count));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--count: start + count must stay within the epoch's ", n,
+                     " examples, got start=", command.start, " count=", count));
   }
-  return PrintPositions(*stream, command.epoch * n + command.start, count,
-                        out);
+  return PrintPositions(*stream, command.epoch * n + command.start, count, out);
 }
 
 }  // namespace podtrain::cli

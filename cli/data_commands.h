@@ -1,10 +1,11 @@
 // The subcommands of `podtrain-data`, the dataset and sampler tool:
 //
 //   ingest fashion-mnist --out DIR [--shards K]   IDX files -> record shards
-//   synth --out DIR --examples N --shards S       a synthetic (JFT-scale) manifest
-//   inspect DIR                                   counts, schema, fingerprint
-//   verify DIR                                    every checksum, every shard
-//   sample ...                                    the ids of an epoch, or of one
+//   synth --out DIR --examples N --shards S       a synthetic (JFT-scale)
+//   manifest inspect DIR                                   counts, schema,
+//   fingerprint verify DIR                                    every checksum,
+//   every shard sample ...                                    the ids of an
+//   epoch, or of one
 //                                                 rank at one step
 //
 // Each takes an options struct and writes its report to an ostream, so tests

@@ -1,13 +1,13 @@
 #include "cli/data_commands.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -93,8 +93,7 @@ absl::Status SampleError(SampleCommand command) {
 TEST(SampleCommandTest, BadInputNamesTheFlag) {
   SampleCommand empty;
   empty.num_examples = 0;
-  EXPECT_NE(SampleError(empty).message().find("--examples"),
-            std::string::npos);
+  EXPECT_NE(SampleError(empty).message().find("--examples"), std::string::npos);
 
   SampleCommand no_shape;
   EXPECT_NE(SampleError(no_shape).message().find("--dataset DIR or --examples"),
@@ -198,8 +197,9 @@ TEST(IngestCommandTest, UnknownDatasetAndMissingOutAreClearErrors) {
   IngestCommand unknown;
   unknown.dataset = "imagenet";
   unknown.out_dir = TempDir("x");
-  EXPECT_NE(RunIngest(unknown, out).message().find("unknown dataset 'imagenet'"),
-            std::string::npos);
+  EXPECT_NE(
+      RunIngest(unknown, out).message().find("unknown dataset 'imagenet'"),
+      std::string::npos);
   IngestCommand no_out;
   no_out.dataset = "fashion-mnist";
   EXPECT_NE(RunIngest(no_out, out).message().find("--out"), std::string::npos);

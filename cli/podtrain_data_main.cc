@@ -52,8 +52,8 @@ absl::Status Dispatch(const std::vector<char*>& args) {
   const std::string command = args.size() > 1 ? args[1] : "";
   const auto positional = [&](const char* what) -> absl::StatusOr<std::string> {
     if (args.size() != 3) {
-      return absl::InvalidArgumentError(
-          std::string(command) + " needs exactly one argument: " + what);
+      return absl::InvalidArgumentError(std::string(command) +
+                                        " needs exactly one argument: " + what);
     }
     return std::string(args[2]);
   };
@@ -94,7 +94,8 @@ absl::Status Dispatch(const std::vector<char*>& args) {
     sample.seed = absl::GetFlag(FLAGS_seed);
     sample.epoch = absl::GetFlag(FLAGS_epoch);
     sample.start = absl::GetFlag(FLAGS_start);
-    if (absl::GetFlag(FLAGS_count) != -1) sample.count = absl::GetFlag(FLAGS_count);
+    if (absl::GetFlag(FLAGS_count) != -1)
+      sample.count = absl::GetFlag(FLAGS_count);
     if (absl::GetFlag(FLAGS_batch) != -1) {
       sample.global_batch = absl::GetFlag(FLAGS_batch);
     }
@@ -103,9 +104,9 @@ absl::Status Dispatch(const std::vector<char*>& args) {
     sample.rank = absl::GetFlag(FLAGS_rank);
     return RunSample(sample, std::cout);
   }
-  return absl::InvalidArgumentError(
-      command.empty() ? "no command given"
-                      : "unknown command '" + command + "'");
+  return absl::InvalidArgumentError(command.empty()
+                                        ? "no command given"
+                                        : "unknown command '" + command + "'");
 }
 
 }  // namespace
@@ -120,8 +121,8 @@ int main(int argc, char** argv) {
   if (!status.ok()) {
     std::cerr << "podtrain-data: " << status.message() << "\n";
     if (status.code() == absl::StatusCode::kInvalidArgument &&
-        (args.size() < 2 || status.message().find("command") !=
-                                std::string::npos)) {
+        (args.size() < 2 ||
+         status.message().find("command") != std::string::npos)) {
       std::cerr << "usage: " << kUsage << "\n";
     }
     return 1;

@@ -52,4 +52,15 @@ absl::StatusOr<std::vector<int64_t>> RankExampleIds(
   return ids;
 }
 
+uint64_t ExampleDigest(const std::vector<int64_t>& ids) {
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (int64_t id : ids) {
+    for (int byte = 0; byte < 8; ++byte) {
+      hash ^= (static_cast<uint64_t>(id) >> (8 * byte)) & 0xff;
+      hash *= 0x100000001b3ULL;
+    }
+  }
+  return hash;
+}
+
 }  // namespace podtrain::sampler

@@ -43,6 +43,11 @@ absl::StatusOr<std::vector<int64_t>> RankExampleIds(
     const StreamSampler& sampler, int64_t global_batch, int64_t step,
     int64_t world, int64_t rank);
 
+// The digest a worker reports for the ids it consumed at a step
+// (ReportStepRequest.example_digest), which the coordinator checks against
+// what it assigned: FNV-1a-64 over the ids' little-endian bytes, in order.
+uint64_t ExampleDigest(const std::vector<int64_t>& ids);
+
 }  // namespace podtrain::sampler
 
 #endif  // PODTRAIN_SAMPLER_ASSIGNMENT_H_

@@ -1,0 +1,940 @@
+#include "coordinator/coordinator.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "coordinator/job_spec.h"
+#include "dataset/manifest.h"
+#include "sampler/assignment.h"
+
+namespace podtrain::coordinator {
+namespace {
+
+constexpr int32_t kDefaultPageSize = 50;
+constexpr int32_t kMaxPageSize = 1000;
+constexpr size_t kMaxEventsPerJob = 1000;
+
+google::protobuf::Timestamp ToTimestamp(absl::Time time) {
+  google::protobuf::Timestamp timestamp;
+  const int64_t micros = absl::ToUnixMicros(time);
+  timestamp.set_seconds(micros / 1'000'000);
+  timestamp.set_nanos(static_cast<int32_t>(micros % 1'000'000) * 1000);
+  return timestamp;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Construction and recovery
+// ---------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
+    const CoordinatorOptions& options, Clock* clock) {
+  if (options.journal_path.empty()) {
+    return absl::InvalidArgumentError("journal_path: must be set");
+  }
+  if (options.lease <= options.heartbeat_interval) {
+    return absl::InvalidArgumentError(
+        "lease: must be longer than heartbeat_interval");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal,
+                   Journal::Open(options.journal_path));
+  auto coordinator = std::unique_ptr<Coordinator>(
+      new Coordinator(options, clock, std::move(journal)));
+  absl::MutexLock lock(&coordinator->mu_);
+  RETURN_IF_ERROR(coordinator->Recover());
+  return coordinator;
+}
+
+Coordinator::Coordinator(const CoordinatorOptions& options, Clock* clock,
+                         std::unique_ptr<Journal> journal)
+    : options_(options), clock_(clock), journal_(std::move(journal)) {}
+
+absl::Status Coordinator::Recover() {
+  ASSIGN_OR_RETURN(const std::vector<internal::Update> updates,
+                   journal_->ReadAll());
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const absl::Status applied = state_.Apply(updates[i]);
+    if (!applied.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "journal ", journal_->path(), ": update ", i + 1,
+          " does not apply to the recovered state: ", applied.message()));
+    }
+  }
+  // Members of running generations get one lease to come back (they
+  // re-register with their incarnation and keep training).
+  const absl::Time now = clock_->Now();
+  for (const auto& [name, job] : state_.jobs()) {
+    if (job.finished()) continue;
+    JobRuntime& runtime = Runtime(job);
+    runtime.reported_step.assign(job.members.size(), job.committed_step);
+    for (const Member& member : job.members) {
+      Worker& worker = workers_[member.worker_id];
+      worker.incarnation = member.incarnation;
+      worker.lease_deadline = now + options_.lease;
+      worker.job = name;
+    }
+  }
+  if (!updates.empty()) {
+    LOG(INFO) << "recovered " << state_.jobs().size() << " jobs from "
+              << updates.size() << " journal updates in " << journal_->path();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::Commit(internal::Update update) {
+  update.set_time_micros(absl::ToUnixMicros(clock_->Now()));
+  // Validate against the state first, so the journal never holds an update
+  // that does not apply: apply to a copy, then log, then apply for real.
+  CoordinatorState trial = state_;
+  RETURN_IF_ERROR(trial.Apply(update));
+  RETURN_IF_ERROR(journal_->Append(update).status());
+  state_ = std::move(trial);
+  ++version_;
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::SetJobState(const std::string& name,
+                                      v1::JobState state,
+                                      const std::string& message) {
+  const JobRecord* job = state_.FindJob(name);
+  const v1::JobState from = job->state;
+  if (from == state && job->state_message == message) return absl::OkStatus();
+  internal::Update update;
+  auto* changed = update.mutable_job_state_changed();
+  changed->set_name(name);
+  changed->set_state(state);
+  changed->set_message(message);
+  RETURN_IF_ERROR(Commit(std::move(update)));
+  LOG(INFO) << name << ": " << v1::JobState_Name(from) << " -> "
+            << v1::JobState_Name(state) << (message.empty() ? "" : ": ")
+            << message;
+  v1::JobEvent event;
+  event.mutable_state_changed()->set_from(from);
+  event.mutable_state_changed()->set_to(state);
+  AddEvent(*state_.FindJob(name), std::move(event));
+  if (IsTerminal(state)) {
+    for (auto& [id, worker] : workers_) {
+      if (worker.job == name) worker.job.clear();
+    }
+  }
+  return absl::OkStatus();
+}
+
+Coordinator::JobRuntime& Coordinator::Runtime(const JobRecord& job) {
+  JobRuntime& runtime = runtime_[job.name];
+  if (runtime.sampler == nullptr) {
+    // Validated at CreateJob; recreated from the journaled shard sizes.
+    auto sampler = sampler::StreamSampler::Create(
+        job.shard_sizes, {.seed = job.spec.seed(),
+                          .window_shards = job.spec.shuffle_window_shards()});
+    CHECK(sampler.ok()) << job.name << ": " << sampler.status();
+    runtime.sampler = std::move(*sampler);
+    runtime.total_steps = TotalSteps(job.spec, job.examples_per_epoch());
+  }
+  return runtime;
+}
+
+// ---------------------------------------------------------------------------
+// Public job API
+// ---------------------------------------------------------------------------
+
+absl::StatusOr<v1::Job> Coordinator::CreateJob(
+    const v1::CreateJobRequest& request) {
+  ASSIGN_OR_RETURN(v1::JobSpec spec, NormalizeJobSpec(request.spec()));
+  if (spec.shuffle_window_shards() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.shuffle_window_shards: must be >= 0 (0 = global shuffle), got ",
+        spec.shuffle_window_shards()));
+  }
+  // The dataset is read outside the lock: it may be on a slow disk.
+  absl::StatusOr<dataset::Manifest> manifest =
+      dataset::ReadManifest(spec.dataset());
+  if (!manifest.ok()) {
+    return absl::Status(
+        manifest.status().code(),
+        absl::StrCat("spec.dataset: ", manifest.status().message()));
+  }
+  RETURN_IF_ERROR(ValidateJobSpecForDataset(spec, manifest->num_examples()));
+  if (!spec.eval().dataset().empty()) {
+    absl::StatusOr<dataset::Manifest> eval =
+        dataset::ReadManifest(spec.eval().dataset());
+    if (!eval.ok()) {
+      return absl::Status(
+          eval.status().code(),
+          absl::StrCat("spec.eval.dataset: ", eval.status().message()));
+    }
+  }
+  if (options_.max_pool_workers > 0 &&
+      spec.min_workers() > options_.max_pool_workers) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "spec.min_workers: ", spec.min_workers(),
+        " workers can never be free at once: the pool has at most ",
+        options_.max_pool_workers));
+  }
+
+  absl::MutexLock lock(&mu_);
+  if (!request.request_id().empty()) {
+    if (const JobRecord* existing =
+            state_.FindJobByRequestId(request.request_id())) {
+      return ToProto(*existing);  // a replay: the job the first call made
+    }
+  }
+  internal::Update update;
+  auto* created = update.mutable_job_created();
+  created->set_name(absl::StrFormat("jobs/%06d", state_.jobs_created() + 1));
+  created->set_request_id(request.request_id());
+  *created->mutable_spec() = spec;
+  for (int64_t size : manifest->ShardSizes()) created->add_shard_sizes(size);
+  created->set_dataset_fingerprint(manifest->Fingerprint());
+  const std::string name = created->name();
+  RETURN_IF_ERROR(Commit(std::move(update)));
+  const JobRecord& job = *state_.FindJob(name);
+  LOG(INFO) << name << ": created (" << job.examples_per_epoch()
+            << " examples per epoch, " << Runtime(job).total_steps << " steps, "
+            << spec.min_workers() << ".." << spec.max_workers() << " workers)";
+  Reconcile();
+  return ToProto(*state_.FindJob(name));
+}
+
+absl::StatusOr<v1::Job> Coordinator::GetJob(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  const JobRecord* job = state_.FindJob(name);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no job named '", name, "'"));
+  }
+  return ToProto(*job);
+}
+
+absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(
+    const v1::ListJobsRequest& request) {
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be >= 0, got ", request.page_size()));
+  }
+  const int32_t page_size = request.page_size() == 0
+                                ? kDefaultPageSize
+                                : std::min(request.page_size(), kMaxPageSize);
+  // The token is the name of the last job of the previous page; jobs are
+  // listed newest first, i.e. in decreasing name order.
+  std::string after;
+  if (!request.page_token().empty()) {
+    if (request.page_token().rfind("jobs/", 0) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page_token: '", request.page_token(),
+                       "' was not issued by this server"));
+    }
+    after = request.page_token();
+  }
+  absl::MutexLock lock(&mu_);
+  v1::ListJobsResponse response;
+  const auto& jobs = state_.jobs();
+  auto it = after.empty() ? jobs.end() : jobs.lower_bound(after);
+  while (it != jobs.begin() && response.jobs_size() < page_size) {
+    --it;
+    *response.add_jobs() = ToProto(it->second);
+  }
+  if (it != jobs.begin()) {
+    response.set_next_page_token(it->first);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Job> Coordinator::CancelJob(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  const JobRecord* job = state_.FindJob(name);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no job named '", name, "'"));
+  }
+  if (job->finished()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        name, " has already ended (", v1::JobState_Name(job->state), ")"));
+  }
+  RETURN_IF_ERROR(SetJobState(name, v1::CANCELLED, "cancelled by request"));
+  Reconcile();
+  return ToProto(*state_.FindJob(name));
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> Coordinator::WaitForEvents(
+    const std::string& name, int64_t after, absl::Time deadline,
+    int64_t* next) {
+  absl::MutexLock lock(&mu_);
+  const JobRecord* job = state_.FindJob(name);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no job named '", name, "'"));
+  }
+  JobRuntime& runtime = Runtime(*job);
+  const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return runtime.next_event - 1 > after || state_.FindJob(name)->finished();
+  };
+  clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
+  std::vector<v1::JobEvent> events;
+  *next = after;
+  for (const auto& [seq, event] : runtime.events) {
+    if (seq > after) {
+      events.push_back(event);
+      *next = seq;
+    }
+  }
+  return events;
+}
+
+v1::Job Coordinator::ToProto(const JobRecord& job) const {
+  v1::Job proto;
+  proto.set_name(job.name);
+  *proto.mutable_spec() = job.spec;
+  proto.set_state(job.state);
+  proto.set_state_message(job.state_message);
+  *proto.mutable_create_time() = ToTimestamp(job.create_time);
+  if (job.finished()) *proto.mutable_end_time() = ToTimestamp(job.end_time);
+  proto.set_generation(job.generation);
+  proto.set_world_size(static_cast<int32_t>(job.members.size()));
+  proto.set_committed_step(job.committed_step);
+  proto.set_restarts(job.restarts);
+  int64_t latest = job.committed_step;
+  auto it = runtime_.find(job.name);
+  if (it != runtime_.end()) {
+    for (int64_t step : it->second.reported_step) {
+      latest = std::max(latest, step);
+    }
+  }
+  proto.set_latest_step(latest);
+  return proto;
+}
+
+void Coordinator::AddEvent(const JobRecord& job, v1::JobEvent event) {
+  JobRuntime& runtime = Runtime(job);
+  *event.mutable_time() = ToTimestamp(clock_->Now());
+  *event.mutable_job() = ToProto(job);
+  runtime.events.emplace_back(runtime.next_event++, std::move(event));
+  if (runtime.events.size() > kMaxEventsPerJob) runtime.events.pop_front();
+  ++version_;
+}
+
+// ---------------------------------------------------------------------------
+// Worker API
+// ---------------------------------------------------------------------------
+
+absl::StatusOr<Coordinator::Worker*> Coordinator::AuthenticWorker(
+    const std::string& worker_id, uint64_t incarnation) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("worker '", worker_id,
+                     "' is not registered (or its lease expired): "
+                     "register again"));
+  }
+  if (it->second.incarnation != incarnation) {
+    return absl::AbortedError(
+        absl::StrCat("worker '", worker_id, "': incarnation ", incarnation,
+                     " is stale (current ", it->second.incarnation, ")"));
+  }
+  return &it->second;
+}
+
+absl::StatusOr<std::pair<const JobRecord*, int32_t>> Coordinator::MemberOf(
+    const std::string& worker_id, int64_t generation) {
+  const Worker& worker = workers_.at(worker_id);
+  const JobRecord* job =
+      worker.job.empty() ? nullptr : state_.FindJob(worker.job);
+  if (job == nullptr || job->finished() || job->generation != generation) {
+    return absl::AbortedError(absl::StrCat("worker '", worker_id,
+                                           "': generation ", generation,
+                                           " is not current; rejoin"));
+  }
+  for (const Member& member : job->members) {
+    if (member.worker_id == worker_id) {
+      return std::make_pair(job, member.rank);
+    }
+  }
+  return absl::AbortedError(absl::StrCat("worker '", worker_id,
+                                         "' is not in generation ", generation,
+                                         " of ", job->name));
+}
+
+absl::StatusOr<v1::RegisterResponse> Coordinator::Register(
+    const v1::RegisterRequest& request) {
+  if (request.worker_id().empty()) {
+    return absl::InvalidArgumentError("worker_id: must be set");
+  }
+  if (request.incarnation() == 0) {
+    return absl::InvalidArgumentError("incarnation: must be non-zero");
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(request.worker_id());
+  if (it != workers_.end() && it->second.incarnation != request.incarnation()) {
+    // The same worker, restarted: its old process is gone.
+    RemoveWorker(request.worker_id(),
+                 absl::StrCat("worker ", request.worker_id(),
+                              " restarted (new incarnation)"),
+                 /*involuntary=*/true);
+  }
+  Worker& worker = workers_[request.worker_id()];
+  worker.incarnation = request.incarnation();
+  worker.lease_deadline = clock_->Now() + options_.lease;
+  worker.metrics_address = request.metrics_address();
+  ++version_;
+  v1::RegisterResponse response;
+  response.set_heartbeat_interval_ms(
+      absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  response.set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
+  return response;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
+    const v1::HeartbeatRequest& request) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Worker * worker,
+                   AuthenticWorker(request.worker_id(), request.incarnation()));
+  worker->lease_deadline = clock_->Now() + options_.lease;
+  const JobRecord* job =
+      worker->job.empty() ? nullptr : state_.FindJob(worker->job);
+  if (job != nullptr && !job->finished() && request.generation() > 0 &&
+      request.generation() == job->generation) {
+    if (!request.collective_error().empty()) {
+      RequestNewGeneration(
+          job->name,
+          absl::StrCat("collective error on ", request.worker_id(), ": ",
+                       request.collective_error()),
+          /*involuntary=*/true);
+    }
+    if (request.preempting() && !worker->preempting) {
+      worker->preempting = true;
+      LOG(INFO) << job->name << ": " << request.worker_id()
+                << " is being preempted; emergency checkpoint requested";
+      ++version_;
+    }
+  } else if (request.preempting() && job == nullptr) {
+    // A free worker leaving: nothing to save.
+    worker->preempting = true;
+  }
+  Reconcile();
+  v1::HeartbeatResponse response;
+  job = worker->job.empty() ? nullptr : state_.FindJob(worker->job);
+  response.set_committed_step(-1);
+  if (job != nullptr) {
+    response.set_job(job->name);
+    const JobRuntime& runtime = Runtime(*job);
+    // An open rendezvous means "your generation is over": announce the
+    // next one so every member aborts and rejoins now.
+    response.set_generation(job->generation +
+                            (runtime.rendezvous_open ? 1 : 0));
+    response.set_committed_step(job->committed_step);
+    response.set_job_finished(job->finished());
+    bool preemption_pending = false;
+    for (const Member& member : job->members) {
+      auto w = workers_.find(member.worker_id);
+      preemption_pending |= w != workers_.end() && w->second.preempting;
+    }
+    response.set_checkpoint_requested(preemption_pending);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::JoinGenerationResponse> Coordinator::JoinGeneration(
+    const v1::JoinGenerationRequest& request, absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Worker * worker,
+                   AuthenticWorker(request.worker_id(), request.incarnation()));
+  const JobRecord* current =
+      worker->job.empty() ? nullptr : state_.FindJob(worker->job);
+  const bool member_of_newer =
+      current != nullptr && !current->finished() &&
+      current->generation > request.after_generation() &&
+      !Runtime(*current).rendezvous_open &&
+      MemberOf(request.worker_id(), current->generation).ok();
+  if (!member_of_newer) {
+    if (current != nullptr && !current->finished() &&
+        !Runtime(*current).rendezvous_open &&
+        MemberOf(request.worker_id(), current->generation).ok()) {
+      // A member of the current generation asking to rejoin: its
+      // communicator broke without a report. The whole world re-forms.
+      RequestNewGeneration(
+          current->name,
+          absl::StrCat("worker ", request.worker_id(), " left generation ",
+                       current->generation),
+          /*involuntary=*/true);
+    }
+    worker->joining = true;
+    worker->after_generation = request.after_generation();
+    ++version_;
+    Reconcile();
+  }
+  const std::string worker_id = request.worker_id();
+  const uint64_t incarnation = request.incarnation();
+  // Ready when the worker is in a newer generation of its job, or is gone.
+  const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || it->second.incarnation != incarnation) {
+      return true;
+    }
+    return !it->second.joining;
+  };
+  clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
+  ASSIGN_OR_RETURN(worker, AuthenticWorker(worker_id, incarnation));
+  if (worker->joining) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "no generation formed for ", worker_id, " yet; call again"));
+  }
+  const JobRecord* job = state_.FindJob(worker->job);
+  ASSIGN_OR_RETURN(const auto membership,
+                   MemberOf(worker_id, job == nullptr ? 0 : job->generation));
+  v1::JoinGenerationResponse response;
+  response.set_job(job->name);
+  response.set_generation(job->generation);
+  response.set_world_size(static_cast<int32_t>(job->members.size()));
+  response.set_rank(membership.second);
+  response.mutable_bootstrap()->set_store_prefix(
+      absl::StrCat(job->name, "/generation/", job->generation, "/"));
+  response.set_resume_checkpoint(job->committed_path);
+  response.set_resume_step(job->committed_step);
+  *response.mutable_spec() = job->spec;
+  response.set_dataset_fingerprint(job->dataset_fingerprint);
+  response.set_total_steps(Runtime(*job).total_steps);
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
+    const v1::StreamAssignmentsRequest& request, int64_t max_steps,
+    absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(
+      AuthenticWorker(request.worker_id(), request.incarnation()).status());
+  ASSIGN_OR_RETURN(auto membership,
+                   MemberOf(request.worker_id(), request.generation()));
+  const std::string name = membership.first->name;
+  const int64_t generation = request.generation();
+  const int64_t from = request.from_step();
+  if (from < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("from_step: must be >= 0, got ", from));
+  }
+  // The horizon: the slowest rank's next step plus the look-ahead.
+  const auto horizon = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const JobRecord* job = state_.FindJob(name);
+    const JobRuntime& runtime = runtime_.at(name);
+    int64_t slowest = job->committed_step;
+    if (!runtime.reported_step.empty()) {
+      slowest = *std::min_element(runtime.reported_step.begin(),
+                                  runtime.reported_step.end());
+    }
+    return std::min(runtime.total_steps,
+                    std::max(slowest, job->committed_step) + 1 +
+                        options_.assignment_lookahead_steps);
+  };
+  const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const JobRecord* job = state_.FindJob(name);
+    return job->generation != generation || job->finished() ||
+           runtime_.at(name).rendezvous_open || from < horizon() ||
+           from >= runtime_.at(name).total_steps;
+  };
+  clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
+  ASSIGN_OR_RETURN(membership, MemberOf(request.worker_id(), generation));
+  const JobRecord& job = *membership.first;
+  const JobRuntime& runtime = runtime_.at(name);
+  if (runtime.rendezvous_open) {
+    return absl::AbortedError(
+        absl::StrCat(name, ": generation ", generation, " is ending (",
+                     runtime.rendezvous_reason, "); rejoin"));
+  }
+  std::vector<v1::StepAssignment> assignments;
+  const int64_t stop = std::min(horizon(), from + max_steps);
+  for (int64_t step = from; step < stop; ++step) {
+    ASSIGN_OR_RETURN(
+        std::vector<int64_t> ids,
+        sampler::RankExampleIds(*runtime.sampler, job.spec.global_batch(), step,
+                                static_cast<int64_t>(job.members.size()),
+                                membership.second));
+    v1::StepAssignment assignment;
+    assignment.set_step(step);
+    assignment.set_generation(generation);
+    assignment.mutable_example_ids()->Add(ids.begin(), ids.end());
+    assignments.push_back(std::move(assignment));
+  }
+  if (assignments.empty() && from < runtime.total_steps) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "no assignment within the look-ahead for step ", from, " yet"));
+  }
+  return assignments;
+}
+
+absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Worker * worker,
+                   AuthenticWorker(request.worker_id(), request.incarnation()));
+  worker->lease_deadline = clock_->Now() + options_.lease;
+  ASSIGN_OR_RETURN(const auto membership,
+                   MemberOf(request.worker_id(), request.generation()));
+  const JobRecord& job = *membership.first;
+  JobRuntime& runtime = Runtime(job);
+  if (request.step() < 0 || request.step() >= runtime.total_steps) {
+    return absl::InvalidArgumentError(absl::StrCat("step: must be in [0, ",
+                                                   runtime.total_steps,
+                                                   "), got ", request.step()));
+  }
+  // The audit: the ids the rank consumed must be the ones it was assigned.
+  ASSIGN_OR_RETURN(
+      const std::vector<int64_t> expected,
+      sampler::RankExampleIds(
+          *runtime.sampler, job.spec.global_batch(), request.step(),
+          static_cast<int64_t>(job.members.size()), membership.second));
+  if (request.example_count() != static_cast<int64_t>(expected.size()) ||
+      request.example_digest() != sampler::ExampleDigest(expected)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        job.name, " step ", request.step(), " rank ", membership.second,
+        ": the examples consumed are not the examples assigned (count ",
+        request.example_count(), " vs ", expected.size(), ")"));
+  }
+  int64_t& reported = runtime.reported_step[membership.second];
+  reported = std::max(reported, request.step());
+  runtime.last_loss = request.loss();
+  ++version_;
+  if (membership.second == 0) {
+    v1::JobEvent event;
+    event.mutable_step_progress()->set_step(request.step());
+    event.mutable_step_progress()->set_loss(request.loss());
+    if (request.step_seconds() > 0) {
+      event.mutable_step_progress()->set_examples_per_second(
+          job.spec.global_batch() / request.step_seconds());
+    }
+    AddEvent(job, std::move(event));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
+    const v1::CommitCheckpointRequest& request) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(
+      AuthenticWorker(request.worker_id(), request.incarnation()).status());
+  ASSIGN_OR_RETURN(const auto membership,
+                   MemberOf(request.worker_id(), request.generation()));
+  const JobRecord& job = *membership.first;
+  JobRuntime& runtime = Runtime(job);
+  if (request.step() < 0 || request.step() >= runtime.total_steps) {
+    return absl::InvalidArgumentError(absl::StrCat("step: must be in [0, ",
+                                                   runtime.total_steps,
+                                                   "), got ", request.step()));
+  }
+  if (request.path().empty()) {
+    return absl::InvalidArgumentError("path: must name the checkpoint");
+  }
+  v1::CommitCheckpointResponse response;
+  if (request.step() <= job.committed_step) {
+    response.set_committed(true);  // already in the lineage
+    return response;
+  }
+  runtime.commit_votes[request.step()].insert(membership.second);
+  const std::string name = job.name;
+  MaybeFinishCheckpoint(job, request.step(), request.path());
+  response.set_committed(state_.FindJob(name)->committed_step >=
+                         request.step());
+  return response;
+}
+
+void Coordinator::MaybeFinishCheckpoint(const JobRecord& job, int64_t step,
+                                        const std::string& path) {
+  JobRuntime& runtime = Runtime(job);
+  if (runtime.commit_votes[step].size() < job.members.size()) return;
+  const std::string name = job.name;
+  internal::Update update;
+  auto* committed = update.mutable_checkpoint_committed();
+  committed->set_name(name);
+  committed->set_step(step);
+  committed->set_path(path);
+  committed->set_generation(job.generation);
+  const absl::Status status = Commit(std::move(update));
+  if (!status.ok()) {
+    LOG(ERROR) << name << ": cannot commit step " << step << ": " << status;
+    return;
+  }
+  runtime.commit_votes.erase(runtime.commit_votes.begin(),
+                             runtime.commit_votes.upper_bound(step));
+  v1::JobEvent event;
+  event.mutable_checkpoint_committed()->set_step(step);
+  event.mutable_checkpoint_committed()->set_path(path);
+  AddEvent(*state_.FindJob(name), std::move(event));
+  if (step + 1 >= runtime.total_steps) {
+    const absl::Status done = SetJobState(name, v1::SUCCEEDED, "");
+    if (!done.ok()) LOG(ERROR) << name << ": " << done;
+    return;
+  }
+  // Preempted members leave once the emergency checkpoint is committed.
+  std::vector<std::string> leaving;
+  for (const Member& member : state_.FindJob(name)->members) {
+    if (workers_.at(member.worker_id).preempting) {
+      leaving.push_back(member.worker_id);
+    }
+  }
+  for (const std::string& worker_id : leaving) {
+    RemoveWorker(worker_id,
+                 absl::StrCat("worker ", worker_id,
+                              " left after the emergency checkpoint"),
+                 /*involuntary=*/false);
+  }
+}
+
+absl::Status Coordinator::StoreSet(const v1::StoreSetRequest& request) {
+  absl::MutexLock lock(&mu_);
+  // Keys are "<job>/generation/<g>/<gloo key>" (the bootstrap prefix).
+  const std::string& key = request.key();
+  const size_t slash = key.find("/generation/");
+  const JobRecord* job = slash == std::string::npos
+                             ? nullptr
+                             : state_.FindJob(key.substr(0, slash));
+  if (job == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("key: '", key, "' is not under a job's store prefix"));
+  }
+  Runtime(*job).store[key] = request.value();
+  ++version_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::StoreGetResponse> Coordinator::StoreGet(
+    const v1::StoreGetRequest& request, absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  const std::string& key = request.key();
+  const size_t slash = key.find("/generation/");
+  const JobRecord* job = slash == std::string::npos
+                             ? nullptr
+                             : state_.FindJob(key.substr(0, slash));
+  if (job == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("key: '", key, "' is not under a job's store prefix"));
+  }
+  const std::string name = job->name;
+  const auto present = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return runtime_[name].store.count(key) > 0;
+  };
+  clock_->AwaitWithDeadline(&mu_, absl::Condition(&present), deadline);
+  auto& store = runtime_[name].store;
+  auto it = store.find(key);
+  if (it == store.end()) {
+    return absl::NotFoundError(absl::StrCat("key '", key, "' not set"));
+  }
+  v1::StoreGetResponse response;
+  response.set_value(it->second);
+  return response;
+}
+
+// ---------------------------------------------------------------------------
+// Membership: leases, rendezvous, generations
+// ---------------------------------------------------------------------------
+
+void Coordinator::Tick() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  std::vector<std::string> expired;
+  for (const auto& [id, worker] : workers_) {
+    if (worker.lease_deadline < now) expired.push_back(id);
+  }
+  for (const std::string& id : expired) {
+    RemoveWorker(id, absl::StrCat("lease of worker ", id, " expired"),
+                 /*involuntary=*/true);
+  }
+  Reconcile();
+}
+
+void Coordinator::RemoveWorker(const std::string& worker_id,
+                               const std::string& reason, bool involuntary) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return;
+  const std::string job_name = it->second.job;
+  workers_.erase(it);
+  ++version_;
+  LOG(INFO) << reason;
+  const JobRecord* job = job_name.empty() ? nullptr : state_.FindJob(job_name);
+  if (job == nullptr || job->finished()) return;
+  for (const Member& member : job->members) {
+    if (member.worker_id == worker_id) {
+      RequestNewGeneration(job_name, reason, involuntary);
+      return;
+    }
+  }
+}
+
+void Coordinator::RequestNewGeneration(const std::string& name,
+                                       const std::string& reason,
+                                       bool involuntary) {
+  const JobRecord* job = state_.FindJob(name);
+  JobRuntime& runtime = Runtime(*job);
+  if (runtime.rendezvous_open) {
+    runtime.rendezvous_involuntary |= involuntary;
+    return;
+  }
+  runtime.rendezvous_open = true;
+  runtime.rendezvous_reason = reason;
+  runtime.rendezvous_involuntary = involuntary;
+  runtime.last_call_deadline = absl::InfiniteFuture();
+  if (involuntary) {
+    if (job->restarts + 1 > job->spec.restart_budget()) {
+      const absl::Status failed = SetJobState(
+          name, v1::FAILED,
+          absl::StrCat("restart budget of ", job->spec.restart_budget(),
+                       " exhausted; last failure: ", reason));
+      if (!failed.ok()) LOG(ERROR) << name << ": " << failed;
+      runtime.rendezvous_open = false;
+      return;
+    }
+    const absl::Duration backoff =
+        std::min(options_.restart_backoff_base * std::pow(2.0, job->restarts),
+                 options_.restart_backoff_max);
+    runtime.not_before = clock_->Now() + backoff;
+  }
+  if (job->state == v1::RUNNING) {
+    const absl::Status restarting = SetJobState(name, v1::RESTARTING, reason);
+    if (!restarting.ok()) LOG(ERROR) << name << ": " << restarting;
+  }
+  ++version_;
+}
+
+void Coordinator::Reconcile() {
+  // Free workers waiting for a job, handed to jobs in creation order (a job
+  // that cannot start leaves them to later jobs: backfill).
+  std::deque<std::string> free;
+  for (const auto& [id, worker] : workers_) {
+    if (worker.joining && worker.job.empty() && !worker.preempting) {
+      free.push_back(id);
+    }
+  }
+  std::vector<std::string> names;
+  for (const auto& [name, job] : state_.jobs()) {
+    if (!job.finished()) names.push_back(name);
+  }
+  for (const std::string& name : names) {
+    const JobRecord* job = state_.FindJob(name);
+    if (job != nullptr && !job->finished()) ReconcileJob(*job, &free);
+  }
+}
+
+void Coordinator::ReconcileJob(const JobRecord& job,
+                               std::deque<std::string>* free) {
+  JobRuntime& runtime = Runtime(job);
+  const std::string name = job.name;
+  const int32_t min_workers = job.spec.min_workers();
+  const int32_t max_workers = job.spec.max_workers();
+  const bool has_world = job.generation > 0 && !job.members.empty();
+  if (has_world && !runtime.rendezvous_open) {
+    if (static_cast<int32_t>(job.members.size()) < max_workers &&
+        !free->empty()) {
+      RequestNewGeneration(name, "a worker joined while below max_workers",
+                           /*involuntary=*/false);
+    } else {
+      return;
+    }
+  }
+  // Participants: this job's workers (survivors of the last generation)
+  // that have joined, then free workers up to max.
+  std::vector<std::string> joined;
+  int32_t survivors = 0;
+  for (const auto& [id, worker] : workers_) {
+    if (worker.job != name || worker.preempting) continue;
+    ++survivors;
+    if (worker.joining) joined.push_back(id);
+  }
+  // Free workers this job would take; they stay reserved for it while its
+  // rendezvous waits (later jobs must not form worlds with them).
+  // Survivors keep their seats whether or not they have joined yet.
+  std::vector<std::string> claimed;
+  while (!free->empty() &&
+         static_cast<int32_t>(claimed.size()) < max_workers - survivors) {
+    claimed.push_back(free->front());
+    free->pop_front();
+  }
+  joined.insert(joined.end(), claimed.begin(), claimed.end());
+  if (static_cast<int32_t>(joined.size()) < min_workers) {
+    // Cannot start: give the claimed workers back for later jobs.
+    free->insert(free->begin(), claimed.begin(), claimed.end());
+    return;
+  }
+  const absl::Time now = clock_->Now();
+  if (now < runtime.not_before) return;
+  // Whom to wait for: every survivor, and for a first world, max_workers.
+  const int32_t expected =
+      job.generation == 0
+          ? max_workers
+          : std::min(max_workers,
+                     survivors + static_cast<int32_t>(claimed.size()));
+  const bool everyone = static_cast<int32_t>(joined.size()) >= expected;
+  if (!everyone) {
+    if (runtime.last_call_deadline == absl::InfiniteFuture()) {
+      runtime.last_call_deadline = now + options_.last_call;
+    }
+    if (now < runtime.last_call_deadline) return;
+  }
+  if (static_cast<int32_t>(joined.size()) > max_workers) {
+    joined.resize(max_workers);
+  }
+  const absl::Status formed = FormGeneration(job, joined);
+  if (!formed.ok()) LOG(ERROR) << name << ": " << formed;
+}
+
+absl::Status Coordinator::FormGeneration(
+    const JobRecord& job, const std::vector<std::string>& workers) {
+  const std::string name = job.name;
+  JobRuntime& runtime = Runtime(job);
+  // Survivors keep their relative order (ranks), newcomers follow by id.
+  std::vector<std::string> ordered;
+  for (const Member& member : job.members) {
+    if (std::find(workers.begin(), workers.end(), member.worker_id) !=
+        workers.end()) {
+      ordered.push_back(member.worker_id);
+    }
+  }
+  for (const std::string& id : workers) {
+    if (std::find(ordered.begin(), ordered.end(), id) == ordered.end()) {
+      ordered.push_back(id);
+    }
+  }
+  internal::Update update;
+  auto* started = update.mutable_generation_started();
+  started->set_name(name);
+  started->set_generation(job.generation + 1);
+  started->set_reason(runtime.rendezvous_reason);
+  started->set_counts_as_restart(job.generation > 0 &&
+                                 runtime.rendezvous_involuntary);
+  for (size_t rank = 0; rank < ordered.size(); ++rank) {
+    auto* member = started->add_members();
+    member->set_worker_id(ordered[rank]);
+    member->set_incarnation(workers_.at(ordered[rank]).incarnation);
+    member->set_rank(static_cast<int32_t>(rank));
+  }
+  const std::string reason = runtime.rendezvous_reason.empty()
+                                 ? "first generation"
+                                 : runtime.rendezvous_reason;
+  RETURN_IF_ERROR(Commit(std::move(update)));
+  const JobRecord& updated = *state_.FindJob(name);
+  for (auto& [id, worker] : workers_) {
+    if (worker.job == name) worker.job.clear();
+  }
+  for (const std::string& id : ordered) {
+    Worker& worker = workers_.at(id);
+    worker.job = name;
+    worker.joining = false;
+  }
+  runtime.rendezvous_open = false;
+  runtime.rendezvous_reason.clear();
+  runtime.rendezvous_involuntary = false;
+  runtime.last_call_deadline = absl::InfiniteFuture();
+  runtime.reported_step.assign(ordered.size(), updated.committed_step);
+  runtime.commit_votes.clear();
+  runtime.store.clear();
+  LOG(INFO) << name << ": generation " << updated.generation << " with "
+            << ordered.size() << " workers (" << reason
+            << "), resuming after step " << updated.committed_step;
+  v1::JobEvent event;
+  event.mutable_generation_changed()->set_generation(updated.generation);
+  event.mutable_generation_changed()->set_world_size(
+      static_cast<int32_t>(ordered.size()));
+  event.mutable_generation_changed()->set_reason(reason);
+  AddEvent(updated, std::move(event));
+  return SetJobState(name, v1::RUNNING, "");
+}
+
+}  // namespace podtrain::coordinator

@@ -1,0 +1,226 @@
+// The coordinator: admits jobs, forms and re-forms each job's world
+// (generations), tells every rank what it trains on, and commits checkpoints.
+// services/ exposes it over gRPC; this class holds the logic and the lock.
+//
+// How a job runs (see proto/worker.proto for the worker's side):
+//   1. CreateJob validates the spec against its dataset and journals
+//      JobCreated; the job is QUEUED.
+//   2. Workers Register, Heartbeat, and call JoinGeneration. A rendezvous for
+//      the job's next generation gathers them: it closes when every expected
+//      worker has joined, or when min_workers have and the last-call window
+//      has passed, and never before the restart backoff ends. Closing
+//      journals GenerationStarted (members, ranks) and the job is RUNNING.
+//   3. Each rank streams its assignments (sampler/: the examples of its slice
+//      of every step, a bounded look-ahead ahead of the slowest rank),
+//      reports steps, and commits checkpoints; a checkpoint counts once
+//      every rank of the generation has committed it (journaled).
+//   4. Any membership change opens a new rendezvous: a lease expires, a rank
+//      reports a collective error, a worker restarts (new incarnation), a
+//      preempted worker leaves after the emergency checkpoint, a free worker
+//      arrives while the world is below max. Every member hears of it on its
+//      next heartbeat (HeartbeatResponse.generation moves ahead), aborts its
+//      communicator and rejoins; training resumes after the committed step.
+//      Involuntary changes count against the job's restart budget and wait
+//      out an exponential backoff.
+//   5. The commit of the last step ends the job SUCCEEDED.
+//
+// Durable state (jobs, generations, commits) changes only through Apply()
+// of an Update written to the journal first; a coordinator restarted on the
+// same journal recovers it, and the members of each running generation keep
+// training when they re-register with their incarnation. Leases, step
+// reports and event logs are soft state.
+//
+// Time comes from the injected Clock; Tick() does the periodic work (lease
+// expiry, last-call windows), so tests drive it with a FakeClock.
+//
+// Thread-safety: thread-safe; one mutex guards everything. Blocking calls
+// (JoinGeneration, NextAssignments, StoreGet, WaitForEvents) wait on it
+// through the clock and give it up while waiting.
+
+#ifndef PODTRAIN_COORDINATOR_COORDINATOR_H_
+#define PODTRAIN_COORDINATOR_COORDINATOR_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "coordinator/coordinator_state.h"
+#include "coordinator/journal.h"
+#include "proto/job.pb.h"
+#include "proto/worker.pb.h"
+#include "sampler/stream_sampler.h"
+
+namespace podtrain::coordinator {
+
+struct CoordinatorOptions {
+  // SQLite journal of durable state; created if missing, recovered if not.
+  std::string journal_path;
+  // Workers heartbeat this often; a worker silent for `lease` is gone.
+  absl::Duration heartbeat_interval = absl::Milliseconds(300);
+  absl::Duration lease = absl::Seconds(3);
+  // After min_workers have joined a rendezvous, how long to wait for the
+  // rest of the expected workers.
+  absl::Duration last_call = absl::Seconds(1);
+  // Restart backoff: base * 2^(restarts-1), at most max.
+  absl::Duration restart_backoff_base = absl::Milliseconds(500);
+  absl::Duration restart_backoff_max = absl::Seconds(30);
+  // Assignments run at most this many steps ahead of the slowest rank.
+  int64_t assignment_lookahead_steps = 16;
+  // Workers the pool can ever have (0: unknown). A job whose min_workers
+  // exceeds it is refused with RESOURCE_EXHAUSTED instead of queueing
+  // forever.
+  int32_t max_pool_workers = 0;
+};
+
+class Coordinator {
+ public:
+  // Opens (or creates) the journal and recovers the state it holds.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(
+      const CoordinatorOptions& options, Clock* clock);
+
+  // --- Public job API (proto/job.proto documents codes and semantics) ---
+  absl::StatusOr<v1::Job> CreateJob(const v1::CreateJobRequest& request);
+  absl::StatusOr<v1::Job> GetJob(const std::string& name);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(
+      const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::Job> CancelJob(const std::string& name);
+  // Events of job `name` with sequence number > after; waits until there is
+  // one, the job has ended (returns what is left, possibly nothing), or
+  // `deadline`. `*next` is the cursor for the next call.
+  absl::StatusOr<std::vector<v1::JobEvent>> WaitForEvents(
+      const std::string& name, int64_t after, absl::Time deadline,
+      int64_t* next);
+
+  // --- Worker API (proto/worker.proto) ---
+  absl::StatusOr<v1::RegisterResponse> Register(
+      const v1::RegisterRequest& request);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(
+      const v1::HeartbeatRequest& request);
+  // Blocks until the worker is a member of a generation newer than
+  // request.after_generation (DEADLINE_EXCEEDED at `deadline`: call again).
+  absl::StatusOr<v1::JoinGenerationResponse> JoinGeneration(
+      const v1::JoinGenerationRequest& request, absl::Time deadline);
+  // Up to `max_steps` assignments from request.from_step on, waiting until
+  // at least one is within the look-ahead. An empty result with OK means the
+  // job's last step has been handed out; ABORTED means the generation ended.
+  absl::StatusOr<std::vector<v1::StepAssignment>> NextAssignments(
+      const v1::StreamAssignmentsRequest& request, int64_t max_steps,
+      absl::Time deadline);
+  absl::Status ReportStep(const v1::ReportStepRequest& request);
+  absl::StatusOr<v1::CommitCheckpointResponse> CommitCheckpoint(
+      const v1::CommitCheckpointRequest& request);
+  absl::Status StoreSet(const v1::StoreSetRequest& request);
+  absl::StatusOr<v1::StoreGetResponse> StoreGet(
+      const v1::StoreGetRequest& request, absl::Time deadline);
+
+  // Periodic work: expires leases, closes rendezvous whose last call has
+  // passed. The server calls it every heartbeat interval / 4.
+  void Tick();
+
+  const CoordinatorOptions& options() const { return options_; }
+
+ private:
+  // A worker process the coordinator has heard from (soft state).
+  struct Worker {
+    uint64_t incarnation = 0;
+    absl::Time lease_deadline;
+    std::string metrics_address;
+    // The job it belongs to (a member or a rendezvous participant); empty
+    // while free.
+    std::string job;
+    // Waiting in JoinGeneration for a generation newer than this.
+    bool joining = false;
+    int64_t after_generation = 0;
+    bool preempting = false;
+  };
+
+  // A job's soft state: what is not journaled.
+  struct JobRuntime {
+    std::shared_ptr<const sampler::StreamSampler> sampler;
+    int64_t total_steps = 0;
+    // Rendezvous for the next generation, if open.
+    bool rendezvous_open = false;
+    std::string rendezvous_reason;
+    bool rendezvous_involuntary = false;
+    absl::Time last_call_deadline = absl::InfiniteFuture();
+    absl::Time not_before = absl::InfinitePast();
+    // Per rank of the current generation: the last step it reported.
+    std::vector<int64_t> reported_step;
+    // Checkpoint votes of the current generation: step -> ranks.
+    std::map<int64_t, std::set<int32_t>> commit_votes;
+    // The collective bootstrap store of the current generation.
+    std::map<std::string, std::string> store;
+    // Event log for WatchJob.
+    std::deque<std::pair<int64_t, v1::JobEvent>> events;
+    int64_t next_event = 1;
+    double last_loss = 0;
+  };
+
+  Coordinator(const CoordinatorOptions& options, Clock* clock,
+              std::unique_ptr<Journal> journal);
+
+  absl::Status Recover() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Journals `update` (durably) and applies it.
+  absl::Status Commit(internal::Update update)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SetJobState(const std::string& name, v1::JobState state,
+                           const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  JobRuntime& Runtime(const JobRecord& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Checks worker_id/incarnation; NOT_FOUND / ABORTED otherwise.
+  absl::StatusOr<Worker*> AuthenticWorker(const std::string& worker_id,
+                                          uint64_t incarnation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job and rank of a worker in the generation it names; ABORTED if the
+  // generation is not the job's current one or the worker is not in it.
+  absl::StatusOr<std::pair<const JobRecord*, int32_t>> MemberOf(
+      const std::string& worker_id, int64_t generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Opens the rendezvous of job `name`'s next generation.
+  void RequestNewGeneration(const std::string& name, const std::string& reason,
+                            bool involuntary)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveWorker(const std::string& worker_id, const std::string& reason,
+                    bool involuntary) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Admission and rendezvous progress for every job.
+  void Reconcile() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReconcileJob(const JobRecord& job, std::deque<std::string>* free)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FormGeneration(const JobRecord& job,
+                              const std::vector<std::string>& workers)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeFinishCheckpoint(const JobRecord& job, int64_t step,
+                             const std::string& path)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  v1::Job ToProto(const JobRecord& job) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddEvent(const JobRecord& job, v1::JobEvent event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const CoordinatorOptions options_;
+  Clock* const clock_;
+
+  mutable absl::Mutex mu_;
+  std::unique_ptr<Journal> journal_ ABSL_GUARDED_BY(mu_);
+  CoordinatorState state_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, JobRuntime> runtime_ ABSL_GUARDED_BY(mu_);
+  // Bumped on every change that a blocked caller might wait for.
+  int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace podtrain::coordinator
+
+#endif  // PODTRAIN_COORDINATOR_COORDINATOR_H_

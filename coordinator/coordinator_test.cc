@@ -1,0 +1,518 @@
+// The coordinator's logic with fake workers calling it directly, on a fake
+// clock: admission, rendezvous, leases, assignments, commits, preemption,
+// restart budget, recovery from the journal. No sleeps: blocking calls are
+// given deadlines that have already passed (they register the call and
+// return DEADLINE_EXCEEDED), and time moves only through the FakeClock.
+
+#include "coordinator/coordinator.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "dataset/file_util.h"
+#include "dataset/manifest.h"
+#include "dataset/synthetic.h"
+#include "sampler/assignment.h"
+#include "sampler/stream_sampler.h"
+
+namespace podtrain::coordinator {
+namespace {
+
+std::string TempDir(const std::string& name) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  return std::string(base ? base : "/tmp") + "/" + name;
+}
+
+// A dataset of 1000 examples in 10 shards, on disk as a manifest.
+std::string MakeDataset(const std::string& name) {
+  const std::string dir = TempDir(name);
+  dataset::Schema schema;
+  schema.height = 28;
+  schema.width = 28;
+  schema.channels = 1;
+  schema.num_classes = 10;
+  EXPECT_TRUE(dataset::CreateDirectories(dir).ok());
+  auto status = dataset::WriteManifest(
+      dir, dataset::MakeSyntheticManifest(name, 1000, 10, schema));
+  EXPECT_TRUE(status.ok()) << status;
+  return dir;
+}
+
+v1::JobSpec Spec(const std::string& dataset_dir, int min_workers,
+                 int max_workers) {
+  v1::JobSpec spec;
+  spec.set_dataset(dataset_dir);
+  spec.mutable_model()->set_name("mlp");
+  spec.mutable_model()->add_hidden(32);
+  spec.mutable_optimizer()->mutable_sgd()->set_momentum(0.9);
+  spec.mutable_schedule()->set_base_learning_rate(0.05);
+  spec.set_global_batch(100);
+  spec.set_steps(50);
+  spec.set_seed(7);
+  spec.set_min_workers(min_workers);
+  spec.set_max_workers(max_workers);
+  spec.set_shuffle_window_shards(2);
+  spec.mutable_checkpoint()->set_directory(TempDir("ckpt"));
+  spec.mutable_checkpoint()->set_interval_steps(10);
+  spec.set_restart_budget(3);
+  return spec;
+}
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    journal_ = TempDir(
+        std::string(
+            ::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+        ".journal");
+    std::remove(journal_.c_str());
+    dataset_ = MakeDataset("data");
+    Restart();
+  }
+
+  // A new coordinator on the same journal (a kill -9 and restart).
+  void Restart() {
+    coordinator_.reset();
+    CoordinatorOptions options;
+    options.journal_path = journal_;
+    options.max_pool_workers = 8;
+    auto coordinator = Coordinator::Create(options, &clock_);
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+    coordinator_ = std::move(*coordinator);
+  }
+
+  std::string CreateJob(int min_workers, int max_workers,
+                        const std::string& request_id = "") {
+    v1::CreateJobRequest request;
+    *request.mutable_spec() = Spec(dataset_, min_workers, max_workers);
+    request.set_request_id(request_id);
+    auto job = coordinator_->CreateJob(request);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? job->name() : "";
+  }
+
+  void Register(const std::string& worker, uint64_t incarnation) {
+    v1::RegisterRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    ASSERT_TRUE(coordinator_->Register(request).ok());
+  }
+
+  // JoinGeneration without blocking: returns the response, or the error
+  // (DEADLINE_EXCEEDED while the world has not formed).
+  absl::StatusOr<v1::JoinGenerationResponse> Join(const std::string& worker,
+                                                  uint64_t incarnation,
+                                                  int64_t after = 0) {
+    v1::JoinGenerationRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    request.set_after_generation(after);
+    return coordinator_->JoinGeneration(request, clock_.Now());
+  }
+
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(
+      const std::string& worker, uint64_t incarnation, int64_t generation,
+      bool preempting = false, const std::string& error = "") {
+    v1::HeartbeatRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    request.set_generation(generation);
+    request.set_preempting(preempting);
+    request.set_collective_error(error);
+    return coordinator_->Heartbeat(request);
+  }
+
+  absl::StatusOr<v1::CommitCheckpointResponse> CommitAt(
+      const std::string& worker, uint64_t incarnation, int64_t generation,
+      int64_t step) {
+    v1::CommitCheckpointRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    request.set_generation(generation);
+    request.set_step(step);
+    request.set_path("/ckpt/step-" + std::to_string(step));
+    return coordinator_->CommitCheckpoint(request);
+  }
+
+  v1::Job Job(const std::string& name) { return *coordinator_->GetJob(name); }
+
+  // Two workers form generation 1 of a min=max=2 job.
+  std::string StartTwoWorkerJob() {
+    const std::string job = CreateJob(2, 2);
+    Register("w0", 100);
+    Register("w1", 200);
+    EXPECT_EQ(Join("w0", 100).status().code(),
+              absl::StatusCode::kDeadlineExceeded);
+    auto second = Join("w1", 200);
+    EXPECT_TRUE(second.ok()) << second.status();
+    auto first = Join("w0", 100);
+    EXPECT_TRUE(first.ok()) << first.status();
+    return job;
+  }
+
+  FakeClock clock_{absl::FromUnixSeconds(1'000'000)};
+  std::string journal_;
+  std::string dataset_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
+
+TEST_F(CoordinatorTest, CreateJobIsIdempotentByRequestId) {
+  const std::string first = CreateJob(1, 1, "req-a");
+  const std::string replay = CreateJob(1, 1, "req-a");
+  const std::string other = CreateJob(1, 1, "req-b");
+  EXPECT_EQ(first, "jobs/000001");
+  EXPECT_EQ(replay, first);
+  EXPECT_EQ(other, "jobs/000002");
+  EXPECT_EQ(Job(first).state(), v1::QUEUED);
+}
+
+TEST_F(CoordinatorTest, BadJobsAreRefusedWithTheRightCode) {
+  v1::CreateJobRequest request;
+  *request.mutable_spec() = Spec(TempDir("no-such-dataset"), 1, 1);
+  auto missing = coordinator_->CreateJob(request);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("spec.dataset"), std::string::npos)
+      << missing.status();
+
+  *request.mutable_spec() = Spec(dataset_, 1, 1);
+  request.mutable_spec()->set_global_batch(0);
+  auto bad = coordinator_->CreateJob(request);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("global_batch"), std::string::npos);
+
+  *request.mutable_spec() = Spec(dataset_, 9, 9);  // the pool holds 8
+  EXPECT_EQ(coordinator_->CreateJob(request).status().code(),
+            absl::StatusCode::kResourceExhausted);
+
+  *request.mutable_spec() = Spec(dataset_, 1, 1);
+  request.mutable_spec()->set_shuffle_window_shards(-2);
+  auto window = coordinator_->CreateJob(request);
+  EXPECT_NE(window.status().message().find("shuffle_window_shards"),
+            std::string::npos);
+
+  EXPECT_EQ(coordinator_->GetJob("jobs/999").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(CoordinatorTest, ListJobsPagesNewestFirst) {
+  for (int i = 0; i < 5; ++i) CreateJob(1, 1);
+  v1::ListJobsRequest request;
+  request.set_page_size(2);
+  std::vector<std::string> names;
+  do {
+    auto page = coordinator_->ListJobs(request);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const auto& job : page->jobs()) names.push_back(job.name());
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  EXPECT_EQ(names, (std::vector<std::string>{"jobs/000005", "jobs/000004",
+                                             "jobs/000003", "jobs/000002",
+                                             "jobs/000001"}));
+  request.set_page_size(-1);
+  EXPECT_EQ(coordinator_->ListJobs(request).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  request.set_page_size(1);
+  request.set_page_token("garbage");
+  EXPECT_EQ(coordinator_->ListJobs(request).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CoordinatorTest, CancelTwiceIsAFailedPrecondition) {
+  const std::string job = CreateJob(1, 1);
+  auto cancelled = coordinator_->CancelJob(job);
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::CANCELLED);
+  EXPECT_EQ(coordinator_->CancelJob(job).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CoordinatorTest, GangAdmissionWaitsForMinWorkers) {
+  const std::string job = CreateJob(2, 2);
+  Register("w0", 100);
+  EXPECT_EQ(Join("w0", 100).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  clock_.Advance(absl::Seconds(2));
+  coordinator_->Tick();
+  EXPECT_EQ(Job(job).state(), v1::QUEUED);  // one worker is not a gang of 2
+  Register("w1", 200);
+  auto joined = Join("w1", 200);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->world_size(), 2);
+  EXPECT_EQ(joined->generation(), 1);
+  EXPECT_EQ(joined->resume_step(), -1);
+  EXPECT_EQ(joined->total_steps(), 50);
+  auto first = Join("w0", 100);
+  ASSERT_TRUE(first.ok());
+  EXPECT_NE(first->rank(), joined->rank());
+  EXPECT_EQ(Job(job).state(), v1::RUNNING);
+}
+
+TEST_F(CoordinatorTest, FirstWorldWaitsTheLastCallForMaxWorkers) {
+  const std::string job = CreateJob(1, 3);
+  Register("w0", 100);
+  EXPECT_FALSE(Join("w0", 100).ok());  // min reached, last call running
+  Register("w1", 200);
+  EXPECT_FALSE(Join("w1", 200).ok());
+  clock_.Advance(absl::Seconds(1));
+  coordinator_->Tick();
+  auto joined = Join("w0", 100);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->world_size(), 2);
+}
+
+TEST_F(CoordinatorTest, AssignmentsAreWhatTheSamplerComputes) {
+  const std::string job = StartTwoWorkerJob();
+  auto sampler = *sampler::StreamSampler::Create(
+      std::vector<int64_t>(10, 100), {.seed = 7, .window_shards = 2});
+  for (const auto& [worker, incarnation] :
+       std::vector<std::pair<std::string, uint64_t>>{{"w0", 100},
+                                                     {"w1", 200}}) {
+    auto membership = Join(worker, incarnation);
+    v1::StreamAssignmentsRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    request.set_generation(1);
+    request.set_from_step(0);
+    auto assignments =
+        coordinator_->NextAssignments(request, 100, clock_.Now());
+    ASSERT_TRUE(assignments.ok()) << assignments.status();
+    // Bounded look-ahead: 16 steps past the slowest rank's progress.
+    ASSERT_EQ(assignments->size(), 16u);
+    for (const auto& assignment : *assignments) {
+      const auto expected = *sampler::RankExampleIds(
+          *sampler, 100, assignment.step(), 2, membership->rank());
+      EXPECT_EQ(std::vector<int64_t>(assignment.example_ids().begin(),
+                                     assignment.example_ids().end()),
+                expected);
+    }
+  }
+}
+
+TEST_F(CoordinatorTest, StepReportsAreAuditedAgainstAssignments) {
+  const std::string job = StartTwoWorkerJob();
+  auto membership = Join("w0", 100);
+  auto sampler = *sampler::StreamSampler::Create(
+      std::vector<int64_t>(10, 100), {.seed = 7, .window_shards = 2});
+  const auto ids =
+      *sampler::RankExampleIds(*sampler, 100, 0, 2, membership->rank());
+  v1::ReportStepRequest report;
+  report.set_worker_id("w0");
+  report.set_incarnation(100);
+  report.set_generation(1);
+  report.set_step(0);
+  report.set_example_count(ids.size());
+  report.set_example_digest(sampler::ExampleDigest(ids));
+  EXPECT_TRUE(coordinator_->ReportStep(report).ok());
+  report.set_example_digest(sampler::ExampleDigest(ids) ^ 1);
+  auto mismatch = coordinator_->ReportStep(report);
+  EXPECT_EQ(mismatch.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(mismatch.message().find("not the examples assigned"),
+            std::string::npos);
+}
+
+TEST_F(CoordinatorTest, ACheckpointCountsOnceEveryRankCommitted) {
+  const std::string job = StartTwoWorkerJob();
+  auto first = CommitAt("w0", 100, 1, 9);
+  ASSERT_TRUE(first.ok());
+  EXPECT_FALSE(first->committed());
+  EXPECT_EQ(Job(job).committed_step(), -1);
+  auto second = CommitAt("w1", 200, 1, 9);
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE(second->committed());
+  EXPECT_EQ(Job(job).committed_step(), 9);
+  // The last step's commit ends the job.
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 49).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 49).ok());
+  EXPECT_EQ(Job(job).state(), v1::SUCCEEDED);
+  auto heartbeat = Heartbeat("w0", 100, 1);
+  ASSERT_TRUE(heartbeat.ok());
+  EXPECT_TRUE(heartbeat->job().empty());  // free for the next job
+}
+
+TEST_F(CoordinatorTest, LeaseExpiryBumpsTheGenerationAndCountsARestart) {
+  const std::string job = StartTwoWorkerJob();
+  // w1 is never heard from again; w0 keeps heartbeating.
+  for (int i = 0; i < 12; ++i) {
+    clock_.Advance(absl::Milliseconds(300));
+    ASSERT_TRUE(Heartbeat("w0", 100, 1).ok());
+    coordinator_->Tick();
+  }
+  auto heartbeat = Heartbeat("w0", 100, 1);
+  ASSERT_TRUE(heartbeat.ok());
+  EXPECT_EQ(heartbeat->generation(), 2);  // "abort and rejoin"
+  EXPECT_EQ(Job(job).state(), v1::RESTARTING);
+  EXPECT_EQ(Heartbeat("w1", 200, 1).status().code(),
+            absl::StatusCode::kNotFound);
+  // min_workers is 2: w0 alone cannot form generation 2, a new worker can.
+  EXPECT_FALSE(Join("w0", 100, 1).ok());
+  Register("w2", 300);
+  EXPECT_FALSE(Join("w2", 300).ok());  // restart backoff still running
+  clock_.Advance(absl::Seconds(1));
+  coordinator_->Tick();
+  auto joined = Join("w2", 300);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->generation(), 2);
+  EXPECT_EQ(joined->world_size(), 2);
+  const v1::Job after = Job(job);
+  EXPECT_EQ(after.restarts(), 1);
+  EXPECT_EQ(after.state(), v1::RUNNING);
+}
+
+TEST_F(CoordinatorTest, ACollectiveErrorRestartsTheWholeWorld) {
+  const std::string job = StartTwoWorkerJob();
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 9).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 9).ok());
+  ASSERT_TRUE(Heartbeat("w0", 100, 1, false, "Connection reset by peer").ok());
+  auto told = Heartbeat("w1", 200, 1);
+  ASSERT_TRUE(told.ok());
+  EXPECT_EQ(told->generation(), 2);
+  EXPECT_FALSE(Join("w0", 100, 1).ok());
+  EXPECT_FALSE(Join("w1", 200, 1).ok());
+  clock_.Advance(absl::Milliseconds(600));  // backoff
+  coordinator_->Tick();
+  auto rejoined = Join("w0", 100, 1);
+  ASSERT_TRUE(rejoined.ok()) << rejoined.status();
+  EXPECT_EQ(rejoined->generation(), 2);
+  EXPECT_EQ(rejoined->resume_step(), 9);
+  EXPECT_EQ(rejoined->resume_checkpoint(), "/ckpt/step-9");
+}
+
+TEST_F(CoordinatorTest, RestartBudgetStopsARestartStorm) {
+  const std::string job = StartTwoWorkerJob();
+  int64_t generation = 1;
+  std::vector<absl::Duration> waited;
+  for (int restart = 0; restart < 4; ++restart) {
+    ASSERT_TRUE(Heartbeat("w0", 100, generation, false, "boom").ok());
+    if (Job(job).state() == v1::FAILED) break;
+    // Rejoin, heartbeating through the backoff until the world re-forms.
+    const absl::Time failed_at = clock_.Now();
+    absl::StatusOr<v1::JoinGenerationResponse> joined;
+    for (int tick = 0; tick < 200; ++tick) {
+      (void)Join("w0", 100, generation);
+      joined = Join("w1", 200, generation);
+      if (joined.ok()) break;
+      clock_.Advance(absl::Milliseconds(100));
+      ASSERT_TRUE(Heartbeat("w0", 100, generation).ok());
+      ASSERT_TRUE(Heartbeat("w1", 200, generation).ok());
+      coordinator_->Tick();
+    }
+    ASSERT_TRUE(joined.ok()) << joined.status();
+    waited.push_back(clock_.Now() - failed_at);
+    generation = joined->generation();
+  }
+  const v1::Job failed = Job(job);
+  EXPECT_EQ(failed.state(), v1::FAILED);
+  EXPECT_EQ(failed.restarts(), 3);
+  EXPECT_NE(failed.state_message().find("restart budget of 3 exhausted"),
+            std::string::npos)
+      << failed.state_message();
+  // Exponential backoff between restarts: 0.5 s, 1 s, 2 s.
+  ASSERT_EQ(waited.size(), 3u);
+  EXPECT_GE(waited[0], absl::Milliseconds(500));
+  EXPECT_GE(waited[1], absl::Seconds(1));
+  EXPECT_GE(waited[2], absl::Seconds(2));
+  EXPECT_LT(waited[2], absl::Seconds(3));
+}
+
+TEST_F(CoordinatorTest, PreemptionCheckpointsThenTheWorkerLeaves) {
+  const std::string job = CreateJob(1, 2);
+  Register("w0", 100);
+  Register("w1", 200);
+  (void)Join("w0", 100);
+  ASSERT_TRUE(Join("w1", 200).ok());
+  ASSERT_TRUE(Join("w0", 100).ok());
+  auto notice = Heartbeat("w1", 200, 1, /*preempting=*/true);
+  ASSERT_TRUE(notice.ok());
+  EXPECT_TRUE(notice->checkpoint_requested());
+  EXPECT_TRUE(Heartbeat("w0", 100, 1)->checkpoint_requested());
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 17).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 17)->committed());
+  // w1 is gone; w0 re-forms the world alone, with no restart counted and no
+  // backoff.
+  EXPECT_EQ(Heartbeat("w1", 200, 1).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Heartbeat("w0", 100, 1)->generation(), 2);
+  auto alone = Join("w0", 100, 1);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_EQ(alone->world_size(), 1);
+  EXPECT_EQ(alone->resume_step(), 17);
+  EXPECT_EQ(Job(job).restarts(), 0);
+}
+
+TEST_F(CoordinatorTest, RestartedCoordinatorRecoversAndMembersCarryOn) {
+  const std::string job = StartTwoWorkerJob();
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 19).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 19).ok());
+  Restart();  // kill -9: only the journal survives
+  const v1::Job recovered = Job(job);
+  EXPECT_EQ(recovered.state(), v1::RUNNING);
+  EXPECT_EQ(recovered.generation(), 1);
+  EXPECT_EQ(recovered.committed_step(), 19);
+  EXPECT_EQ(recovered.world_size(), 2);
+  // The members come back with their incarnations: same generation, no
+  // restart, training continues.
+  Register("w0", 100);
+  Register("w1", 200);
+  auto heartbeat = Heartbeat("w0", 100, 1);
+  ASSERT_TRUE(heartbeat.ok());
+  EXPECT_EQ(heartbeat->generation(), 1);
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 29).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 29)->committed());
+  EXPECT_EQ(Job(job).restarts(), 0);
+  // A new job gets the next name, not a reused one.
+  EXPECT_EQ(CreateJob(1, 1), "jobs/000002");
+}
+
+TEST_F(CoordinatorTest, AMemberThatNeverComesBackAfterRecoveryIsReplaced) {
+  const std::string job = StartTwoWorkerJob();
+  Restart();
+  Register("w0", 100);
+  for (int i = 0; i < 12; ++i) {
+    clock_.Advance(absl::Milliseconds(300));
+    ASSERT_TRUE(Heartbeat("w0", 100, 1).ok());
+    coordinator_->Tick();
+  }
+  EXPECT_EQ(Job(job).state(), v1::RESTARTING);
+  EXPECT_EQ(Heartbeat("w0", 100, 1)->generation(), 2);
+}
+
+TEST_F(CoordinatorTest, WatchSeesStateGenerationAndCommitEvents) {
+  const std::string job = StartTwoWorkerJob();
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 9).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 9).ok());
+  int64_t next = 0;
+  auto events = coordinator_->WaitForEvents(job, 0, clock_.Now(), &next);
+  ASSERT_TRUE(events.ok());
+  bool generation = false, running = false, committed = false;
+  for (const auto& event : *events) {
+    generation |= event.has_generation_changed();
+    running |=
+        event.has_state_changed() && event.state_changed().to() == v1::RUNNING;
+    committed |= event.has_checkpoint_committed() &&
+                 event.checkpoint_committed().step() == 9;
+  }
+  EXPECT_TRUE(generation);
+  EXPECT_TRUE(running);
+  EXPECT_TRUE(committed);
+  auto none = coordinator_->WaitForEvents(job, next, clock_.Now(), &next);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_F(CoordinatorTest, StaleIncarnationsAreAborted) {
+  const std::string job = StartTwoWorkerJob();
+  Register("w1", 201);  // w1 restarted
+  EXPECT_EQ(Heartbeat("w1", 200, 1).status().code(),
+            absl::StatusCode::kAborted);
+  // ... which is a membership change for its job.
+  EXPECT_EQ(Heartbeat("w0", 100, 1)->generation(), 2);
+  v1::RegisterRequest bad;
+  EXPECT_EQ(coordinator_->Register(bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace podtrain::coordinator
