@@ -71,6 +71,8 @@ absl::StatusOr<std::vector<int64_t>> SampleShardSizes(
         absl::StrCat("--shards: must be in [1, examples=", command.num_examples,
                      "], got ", command.num_shards));
   }
+  RETURN_IF_ERROR(dataset::ValidateSyntheticSpec(
+      "sample", command.num_examples, command.num_shards, ImageSchema()));
   return dataset::MakeSyntheticManifest("sample", command.num_examples,
                                         command.num_shards, ImageSchema())
       .ShardSizes();
@@ -156,6 +158,8 @@ absl::Status RunSynth(const SynthCommand& command, std::ostream& out) {
         absl::StrCat("--shards: must be in [1, examples=", command.num_examples,
                      "], got ", command.num_shards));
   }
+  RETURN_IF_ERROR(dataset::ValidateSyntheticSpec(
+      command.name, command.num_examples, command.num_shards, ImageSchema()));
   const dataset::Manifest manifest = dataset::MakeSyntheticManifest(
       command.name, command.num_examples, command.num_shards, ImageSchema());
   RETURN_IF_ERROR(dataset::CreateDirectories(command.out_dir));

@@ -62,8 +62,9 @@ for rank in 0 1 2 3 4; do
     --batch 1000 --step 263 --world 5 --rank "$rank" >>"$work/ranks.txt" ||
     fail "sample rank $rank"
 done
-# Step 263 of B=1000 is positions [263000, 264000): epoch 4, offsets 809..1808.
-sed -n '810,1809p' "$work/epoch.txt" | cmp -s - "$work/ranks.txt" ||
+# Step 263 of B=1000 is positions [263000, 264000): epoch 4 (starts at
+# 4 * 65537 = 262148), offsets 852..1851, lines 853..1852.
+sed -n '853,1852p' "$work/epoch.txt" | cmp -s - "$work/ranks.txt" ||
   fail "sample: rank slices differ from the epoch order"
 
 echo "== sample on a dataset directory and at JFT scale"

@@ -1,0 +1,110 @@
+// podtrain-coordinator: serves the job API and the worker API on one port.
+//
+//   podtrain-coordinator --address=127.0.0.1:7070
+//   --journal=/var/lib/podtrain/journal.db
+//
+// SIGTERM or SIGINT: report NOT_SERVING, finish in-flight calls, exit 0. The
+// journal holds everything durable; a restarted coordinator recovers it and
+// the workers of running jobs carry on.
+
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "services/coordinator_server.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:7070",
+          "host:port to serve on (port 0: the OS picks; see --port_file)");
+ABSL_FLAG(std::string, journal, "podtrain-journal.db",
+          "SQLite journal of durable state (created if missing)");
+ABSL_FLAG(std::string, port_file, "",
+          "if set, the bound port is written here once serving");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "if set, a file holding the bearer token every call must carry");
+ABSL_FLAG(int64_t, heartbeat_ms, 300, "worker heartbeat interval");
+ABSL_FLAG(int64_t, lease_ms, 3000, "a worker silent this long is gone");
+ABSL_FLAG(int64_t, last_call_ms, 1000,
+          "rendezvous: wait this long for stragglers once min_workers joined");
+ABSL_FLAG(int64_t, restart_backoff_ms, 500, "first restart backoff");
+ABSL_FLAG(int64_t, lookahead_steps, 16, "assignment look-ahead, in steps");
+ABSL_FLAG(int32_t, max_pool_workers, 0,
+          "workers the pool can ever hold (0: unknown); larger gangs are "
+          "refused");
+
+namespace {
+
+absl::Notification* shutdown_requested = nullptr;
+
+void OnSignal(int) {
+  // Async-signal-safe enough: Notify only sets an atomic and wakes waiters.
+  if (shutdown_requested != nullptr) shutdown_requested->Notify();
+}
+
+std::string ReadToken(const std::string& path) {
+  if (path.empty()) return "";
+  std::ifstream file(path);
+  std::string token((std::istreambuf_iterator<char>(file)),
+                    std::istreambuf_iterator<char>());
+  return std::string(absl::StripAsciiWhitespace(token));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "podtrain-coordinator --address=HOST:PORT --journal=PATH");
+  absl::ParseCommandLine(argc, argv);
+  podtrain::InitLogging(argv[0]);
+
+  podtrain::services::CoordinatorServerOptions options;
+  options.address = absl::GetFlag(FLAGS_address);
+  options.bearer_token = ReadToken(absl::GetFlag(FLAGS_auth_token_file));
+  if (!absl::GetFlag(FLAGS_auth_token_file).empty() &&
+      options.bearer_token.empty()) {
+    LOG(ERROR) << "--auth_token_file " << absl::GetFlag(FLAGS_auth_token_file)
+               << " is missing or empty";
+    return 1;
+  }
+  auto& coordinator = options.coordinator;
+  coordinator.journal_path = absl::GetFlag(FLAGS_journal);
+  coordinator.heartbeat_interval =
+      absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
+  coordinator.lease = absl::Milliseconds(absl::GetFlag(FLAGS_lease_ms));
+  coordinator.last_call = absl::Milliseconds(absl::GetFlag(FLAGS_last_call_ms));
+  coordinator.restart_backoff_base =
+      absl::Milliseconds(absl::GetFlag(FLAGS_restart_backoff_ms));
+  coordinator.assignment_lookahead_steps = absl::GetFlag(FLAGS_lookahead_steps);
+  coordinator.max_pool_workers = absl::GetFlag(FLAGS_max_pool_workers);
+
+  absl::Notification shutdown;
+  shutdown_requested = &shutdown;
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+
+  auto server = podtrain::services::CoordinatorServer::Start(
+      options, podtrain::RealClock());
+  if (!server.ok()) {
+    LOG(ERROR) << "cannot start: " << server.status();
+    return 1;
+  }
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty()) {
+    const std::string tmp = port_file + ".tmp";
+    std::ofstream(tmp) << (*server)->port() << "\n";
+    std::rename(tmp.c_str(), port_file.c_str());
+  }
+  shutdown.WaitForNotification();
+  LOG(INFO) << "shutting down";
+  (*server)->Shutdown();
+  return 0;
+}

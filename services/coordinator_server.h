@@ -1,0 +1,74 @@
+// podtrain-coordinator's server: the Coordinator behind JobService and
+// WorkerService on one gRPC port, with the standard grpc.health.v1 health
+// service (unauthenticated, for probes), server reflection, keepalive
+// settings that suit workers' long-lived streams, optional bearer-token
+// authentication, and a thread that runs Coordinator::Tick.
+//
+// Thread-safety: Start, port and coordinator are thread-safe; Shutdown may
+// be called from any thread, once or more.
+
+#ifndef PODTRAIN_SERVICES_COORDINATOR_SERVER_H_
+#define PODTRAIN_SERVICES_COORDINATOR_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "common/clock.h"
+#include "coordinator/coordinator.h"
+#include "services/coordinator_services.h"
+
+namespace podtrain::services {
+
+struct CoordinatorServerOptions {
+  // host:port; port 0 lets the OS pick (see port()).
+  std::string address = "127.0.0.1:0";
+  // If set, every JobService/WorkerService call needs
+  // "authorization: Bearer <token>".
+  std::string bearer_token;
+  coordinator::CoordinatorOptions coordinator;
+  // How often Coordinator::Tick runs (lease expiry, last calls).
+  absl::Duration tick_interval = absl::Milliseconds(50);
+};
+
+class CoordinatorServer {
+ public:
+  // Recovers the coordinator from its journal, then starts serving.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
+      const CoordinatorServerOptions& options, Clock* clock);
+
+  ~CoordinatorServer();
+
+  int port() const { return port_; }
+  coordinator::Coordinator* coordinator() { return coordinator_.get(); }
+
+  // Reports NOT_SERVING, stops the tick thread, finishes in-flight calls
+  // (streams are cancelled after a grace of one second).
+  void Shutdown();
+  // Blocks until Shutdown has completed.
+  void Wait();
+
+ private:
+  CoordinatorServer() = default;
+
+  std::unique_ptr<coordinator::Coordinator> coordinator_;
+  std::unique_ptr<Authenticator> authenticator_;
+  std::unique_ptr<JobServiceImpl> job_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  absl::Duration tick_interval_;
+  std::thread ticker_;
+  absl::Notification stopping_;
+  absl::Notification stopped_;
+  std::atomic<bool> shutdown_started_{false};
+};
+
+}  // namespace podtrain::services
+
+#endif  // PODTRAIN_SERVICES_COORDINATOR_SERVER_H_
