@@ -120,7 +120,10 @@ absl::Status Coordinator::SetJobState(const std::string& name,
   AddEvent(*state_.FindJob(name), std::move(event));
   if (IsTerminal(state)) {
     for (auto& [id, worker] : workers_) {
-      if (worker.job == name) worker.job.clear();
+      if (worker.job == name) {
+        worker.job.clear();
+        worker.finished_job = name;
+      }
     }
   }
   return absl::OkStatus();
@@ -417,7 +420,10 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
   v1::HeartbeatResponse response;
   job = worker->job.empty() ? nullptr : state_.FindJob(worker->job);
   response.set_committed_step(-1);
-  if (job != nullptr) {
+  if (job == nullptr && !worker->finished_job.empty()) {
+    response.set_job(worker->finished_job);
+    response.set_job_finished(true);
+  } else if (job != nullptr) {
     response.set_job(job->name);
     const JobRuntime& runtime = Runtime(*job);
     // An open rendezvous means "your generation is over": announce the
@@ -513,6 +519,14 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
   if (from < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("from_step: must be >= 0, got ", from));
+  }
+  // A rank asking from step s has been handed every step before it: count
+  // that as progress, so a rank reconnecting after a coordinator restart
+  // (whose reports were soft state) is not held behind its own position.
+  {
+    JobRuntime& runtime = Runtime(*membership.first);
+    int64_t& reported = runtime.reported_step[membership.second];
+    reported = std::max(reported, from - 1);
   }
   // The horizon: the slowest rank's next step plus the look-ahead.
   const auto horizon = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -917,6 +931,7 @@ absl::Status Coordinator::FormGeneration(
     Worker& worker = workers_.at(id);
     worker.job = name;
     worker.joining = false;
+    worker.finished_job.clear();
   }
   runtime.rendezvous_open = false;
   runtime.rendezvous_reason.clear();

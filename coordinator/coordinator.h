@@ -141,6 +141,9 @@ class Coordinator {
     bool joining = false;
     int64_t after_generation = 0;
     bool preempting = false;
+    // The job this worker trained in until it ended, so its heartbeats can
+    // say "your job is over" (cleared when it joins a new world).
+    std::string finished_job;
   };
 
   // A job's soft state: what is not journaled.

@@ -329,7 +329,8 @@ TEST_F(CoordinatorTest, ACheckpointCountsOnceEveryRankCommitted) {
   EXPECT_EQ(Job(job).state(), v1::SUCCEEDED);
   auto heartbeat = Heartbeat("w0", 100, 1);
   ASSERT_TRUE(heartbeat.ok());
-  EXPECT_TRUE(heartbeat->job().empty());  // free for the next job
+  EXPECT_TRUE(heartbeat->job_finished());  // "stop", and free for the next
+  EXPECT_EQ(heartbeat->job(), job);
 }
 
 TEST_F(CoordinatorTest, LeaseExpiryBumpsTheGenerationAndCountsARestart) {

@@ -1,0 +1,33 @@
+// Client channels to the coordinator, set up for workers and tools that must
+// ride out a coordinator restart: reconnect within ~100 ms of the server
+// coming back (gRPC's default backoff starts at 1 s and grows to 120 s), and
+// keepalive pings the server permits (see coordinator_server.cc).
+//
+// Thread-safety: free functions; channels are thread-safe.
+
+#ifndef PODTRAIN_SERVICES_CHANNEL_H_
+#define PODTRAIN_SERVICES_CHANNEL_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+namespace podtrain::services {
+
+inline std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(
+    const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+}  // namespace podtrain::services
+
+#endif  // PODTRAIN_SERVICES_CHANNEL_H_
