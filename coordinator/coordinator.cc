@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/status_macros.h"
 #include "coordinator/job_spec.h"
 #include "dataset/manifest.h"
@@ -53,7 +54,13 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
 
 Coordinator::Coordinator(const CoordinatorOptions& options, Clock* clock,
                          std::unique_ptr<Journal> journal)
-    : options_(options), clock_(clock), journal_(std::move(journal)) {}
+    : options_(options),
+      clock_(clock),
+      metrics_(std::make_unique<CoordinatorMetrics>(
+          options.metrics_registry != nullptr
+              ? options.metrics_registry
+              : std::make_shared<prometheus::Registry>())),
+      journal_(std::move(journal)) {}
 
 absl::Status Coordinator::Recover() {
   ASSIGN_OR_RETURN(const std::vector<internal::Update> updates,
@@ -93,7 +100,10 @@ absl::Status Coordinator::Commit(internal::Update update) {
   // that does not apply: apply to a copy, then log, then apply for real.
   CoordinatorState trial = state_;
   RETURN_IF_ERROR(trial.Apply(update));
-  RETURN_IF_ERROR(journal_->Append(update).status());
+  {
+    ScopedTimer timer(&metrics_->journal_append());
+    RETURN_IF_ERROR(journal_->Append(update).status());
+  }
   state_ = std::move(trial);
   ++version_;
   return absl::OkStatus();
@@ -599,6 +609,7 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
           static_cast<int64_t>(job.members.size()), membership.second));
   if (request.example_count() != static_cast<int64_t>(expected.size()) ||
       request.example_digest() != sampler::ExampleDigest(expected)) {
+    metrics_->CountAuditMismatch();
     return absl::FailedPreconditionError(absl::StrCat(
         job.name, " step ", request.step(), " rank ", membership.second,
         ": the examples consumed are not the examples assigned (count ",
@@ -643,7 +654,9 @@ absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
     response.set_committed(true);  // already in the lineage
     return response;
   }
-  runtime.commit_votes[request.step()].insert(membership.second);
+  JobRuntime::Votes& votes = runtime.commit_votes[request.step()];
+  if (votes.ranks.empty()) votes.first_vote = clock_->Now();
+  votes.ranks.insert(membership.second);
   const std::string name = job.name;
   MaybeFinishCheckpoint(job, request.step(), request.path());
   response.set_committed(state_.FindJob(name)->committed_step >=
@@ -654,8 +667,12 @@ absl::StatusOr<v1::CommitCheckpointResponse> Coordinator::CommitCheckpoint(
 void Coordinator::MaybeFinishCheckpoint(const JobRecord& job, int64_t step,
                                         const std::string& path) {
   JobRuntime& runtime = Runtime(job);
-  if (runtime.commit_votes[step].size() < job.members.size()) return;
+  const JobRuntime::Votes& votes = runtime.commit_votes[step];
+  if (votes.ranks.size() < job.members.size()) return;
   const std::string name = job.name;
+  const absl::Time first_vote = votes.first_vote;
+  const int64_t previous = job.committed_step;
+  const int64_t batch = job.spec.global_batch();
   internal::Update update;
   auto* committed = update.mutable_checkpoint_committed();
   committed->set_name(name);
@@ -669,6 +686,9 @@ void Coordinator::MaybeFinishCheckpoint(const JobRecord& job, int64_t step,
   }
   runtime.commit_votes.erase(runtime.commit_votes.begin(),
                              runtime.commit_votes.upper_bound(step));
+  metrics_->checkpoint_commit().Observe(
+      absl::ToDoubleSeconds(clock_->Now() - first_vote));
+  metrics_->CountCommittedExamples((step - previous) * batch);
   v1::JobEvent event;
   event.mutable_checkpoint_committed()->set_step(step);
   event.mutable_checkpoint_committed()->set_path(path);
@@ -753,6 +773,49 @@ void Coordinator::Tick() {
                  /*involuntary=*/true);
   }
   Reconcile();
+  UpdateGauges();
+}
+
+void Coordinator::UpdateGauges() {
+  std::map<v1::JobState, int64_t> by_state;
+  for (const auto& [name, job] : state_.jobs()) {
+    by_state[job.state]++;
+    if (job.finished()) {
+      if (jobs_with_series_.erase(name) > 0) metrics_->RemoveJob(name);
+      continue;
+    }
+    const JobRuntime& runtime = Runtime(job);
+    JobProgress progress;
+    progress.committed_step = job.committed_step;
+    progress.epoch = static_cast<double>(job.committed_step + 1) *
+                     job.spec.global_batch() / job.examples_per_epoch();
+    progress.world_size = job.members.size();
+    progress.generation = job.generation;
+    if (!runtime.reported_step.empty()) {
+      const int64_t slowest = *std::min_element(runtime.reported_step.begin(),
+                                                runtime.reported_step.end());
+      progress.lookahead_steps =
+          std::min(options_.assignment_lookahead_steps,
+                   std::max<int64_t>(0, runtime.total_steps - slowest - 1));
+    }
+    metrics_->SetJobProgress(name, progress);
+    jobs_with_series_.insert(name);
+  }
+  for (int state = v1::QUEUED; state <= v1::CANCELLED; ++state) {
+    metrics_->SetJobsInState(static_cast<v1::JobState>(state),
+                             by_state[static_cast<v1::JobState>(state)]);
+  }
+  int64_t free = 0, joining = 0, member = 0;
+  for (const auto& [id, worker] : workers_) {
+    if (worker.joining) {
+      ++joining;
+    } else if (!worker.job.empty()) {
+      ++member;
+    } else {
+      ++free;
+    }
+  }
+  metrics_->SetWorkers(free, joining, member);
 }
 
 void Coordinator::RemoveWorker(const std::string& worker_id,
@@ -923,6 +986,10 @@ absl::Status Coordinator::FormGeneration(
                                  ? "first generation"
                                  : runtime.rendezvous_reason;
   RETURN_IF_ERROR(Commit(std::move(update)));
+  metrics_->CountGenerationChange(job.generation == 0 ? "first"
+                                  : runtime.rendezvous_involuntary
+                                      ? "involuntary"
+                                      : "voluntary");
   const JobRecord& updated = *state_.FindJob(name);
   for (auto& [id, worker] : workers_) {
     if (worker.job == name) worker.job.clear();

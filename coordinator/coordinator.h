@@ -53,6 +53,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/coordinator_state.h"
 #include "coordinator/journal.h"
 #include "proto/job.pb.h"
@@ -79,6 +80,8 @@ struct CoordinatorOptions {
   // exceeds it is refused with RESOURCE_EXHAUSTED instead of queueing
   // forever.
   int32_t max_pool_workers = 0;
+  // Where the coordinator's metrics go (a new registry if null).
+  std::shared_ptr<prometheus::Registry> metrics_registry;
 };
 
 class Coordinator {
@@ -127,6 +130,7 @@ class Coordinator {
   void Tick();
 
   const CoordinatorOptions& options() const { return options_; }
+  CoordinatorMetrics& metrics() { return *metrics_; }
 
  private:
   // A worker process the coordinator has heard from (soft state).
@@ -158,8 +162,12 @@ class Coordinator {
     absl::Time not_before = absl::InfinitePast();
     // Per rank of the current generation: the last step it reported.
     std::vector<int64_t> reported_step;
-    // Checkpoint votes of the current generation: step -> ranks.
-    std::map<int64_t, std::set<int32_t>> commit_votes;
+    // Checkpoint votes of the current generation, by step.
+    struct Votes {
+      absl::Time first_vote;
+      std::set<int32_t> ranks;
+    };
+    std::map<int64_t, Votes> commit_votes;
     // The collective bootstrap store of the current generation.
     std::map<std::string, std::string> store;
     // Event log for WatchJob.
@@ -209,17 +217,22 @@ class Coordinator {
 
   v1::Job ToProto(const JobRecord& job) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Refreshes the gauges (jobs by state, workers, per-job progress).
+  void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddEvent(const JobRecord& job, v1::JobEvent event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const CoordinatorOptions options_;
   Clock* const clock_;
+  const std::unique_ptr<CoordinatorMetrics> metrics_;
 
   mutable absl::Mutex mu_;
   std::unique_ptr<Journal> journal_ ABSL_GUARDED_BY(mu_);
   CoordinatorState state_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, JobRuntime> runtime_ ABSL_GUARDED_BY(mu_);
+  // Jobs whose per-job series exist (removed when they end).
+  std::set<std::string> jobs_with_series_ ABSL_GUARDED_BY(mu_);
   // Bumped on every change that a blocked caller might wait for.
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
 };

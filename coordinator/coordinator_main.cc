@@ -29,6 +29,11 @@ ABSL_FLAG(std::string, journal, "podtrain-journal.db",
           "SQLite journal of durable state (created if missing)");
 ABSL_FLAG(std::string, port_file, "",
           "if set, the bound port is written here once serving");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
+          "host:port serving Prometheus /metrics (port 0: the OS picks; "
+          "empty: off)");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "if set, the bound metrics port is written here once serving");
 ABSL_FLAG(std::string, auth_token_file, "",
           "if set, a file holding the bearer token every call must carry");
 ABSL_FLAG(int64_t, heartbeat_ms, 300, "worker heartbeat interval");
@@ -58,6 +63,14 @@ std::string ReadToken(const std::string& path) {
   return std::string(absl::StripAsciiWhitespace(token));
 }
 
+// Atomically (write, rename), so a reader never sees a partial number.
+void WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return;
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << port << "\n";
+  std::rename(tmp.c_str(), path.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,6 +81,7 @@ int main(int argc, char** argv) {
 
   podtrain::services::CoordinatorServerOptions options;
   options.address = absl::GetFlag(FLAGS_address);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.bearer_token = ReadToken(absl::GetFlag(FLAGS_auth_token_file));
   if (!absl::GetFlag(FLAGS_auth_token_file).empty() &&
       options.bearer_token.empty()) {
@@ -97,12 +111,10 @@ int main(int argc, char** argv) {
     LOG(ERROR) << "cannot start: " << server.status();
     return 1;
   }
-  const std::string port_file = absl::GetFlag(FLAGS_port_file);
-  if (!port_file.empty()) {
-    const std::string tmp = port_file + ".tmp";
-    std::ofstream(tmp) << (*server)->port() << "\n";
-    std::rename(tmp.c_str(), port_file.c_str());
-  }
+  WritePortFile(absl::GetFlag(FLAGS_metrics_port_file),
+                (*server)->metrics_port());
+  // Last: a port file's appearance tells a launcher everything is up.
+  WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->port());
   shutdown.WaitForNotification();
   LOG(INFO) << "shutting down";
   (*server)->Shutdown();

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/metrics.h"
 #include "dataset/file_util.h"
 #include "dataset/manifest.h"
 #include "dataset/synthetic.h"
@@ -501,6 +502,35 @@ TEST_F(CoordinatorTest, WatchSeesStateGenerationAndCommitEvents) {
   auto none = coordinator_->WaitForEvents(job, next, clock_.Now(), &next);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
+}
+
+TEST_F(CoordinatorTest, MetricsFollowJobsWorkersGenerationsAndCommits) {
+  const std::string job = StartTwoWorkerJob();
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 9).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 9).ok());
+  coordinator_->Tick();
+  const auto text = [&] {
+    return SerializeMetrics(*coordinator_->metrics().registry());
+  };
+  const auto has = [&](const std::string& line) {
+    return text().find(line + "\n") != std::string::npos;
+  };
+  EXPECT_TRUE(has("podtrain_coordinator_jobs{state=\"RUNNING\"} 1")) << text();
+  EXPECT_TRUE(has("podtrain_coordinator_workers{state=\"member\"} 2"));
+  EXPECT_TRUE(
+      has("podtrain_coordinator_generation_changes_total{cause=\"first\"} 1"));
+  // Steps 0..9 of global batch 100.
+  EXPECT_TRUE(has("podtrain_coordinator_committed_examples_total 1000"));
+  EXPECT_TRUE(has("podtrain_job_committed_step{job=\"jobs/000001\"} 9"));
+  EXPECT_TRUE(has("podtrain_job_epoch{job=\"jobs/000001\"} 1"));
+  EXPECT_TRUE(
+      has("podtrain_coordinator_checkpoint_commit_duration_seconds_"
+          "count 1"));
+  ASSERT_TRUE(coordinator_->CancelJob(job).ok());
+  coordinator_->Tick();
+  // A finished job's series are gone; the state counts moved.
+  EXPECT_EQ(text().find("job=\"jobs/000001\""), std::string::npos);
+  EXPECT_TRUE(has("podtrain_coordinator_jobs{state=\"CANCELLED\"} 1"));
 }
 
 TEST_F(CoordinatorTest, StaleIncarnationsAreAborted) {

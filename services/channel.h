@@ -1,7 +1,10 @@
 // Client channels to the coordinator, set up for workers and tools that must
-// ride out a coordinator restart: reconnect within ~100 ms of the server
-// coming back (gRPC's default backoff starts at 1 s and grows to 120 s), and
-// keepalive pings the server permits (see coordinator_server.cc).
+// ride out a coordinator restart: retry the connection every 100 ms to 1 s
+// (gRPC's default backoff starts at 1 s and grows to 120 s), and keepalive
+// pings the server permits (see coordinator_server.cc). The minimum connect
+// timeout (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20 s) is left alone: lowering
+// it bounds each handshake by the backoff, and a just-restarted server on a
+// loaded machine then never completes one.
 //
 // Thread-safety: free functions; channels are thread-safe.
 
@@ -19,7 +22,6 @@ inline std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(
     const std::string& address) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);

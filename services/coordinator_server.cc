@@ -44,6 +44,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                      " (in use, or not an address of this host?)"));
   }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
+  if (!options.metrics_address.empty()) {
+    ASSIGN_OR_RETURN(
+        server->metrics_server_,
+        MetricsServer::Start(options.metrics_address,
+                             server->coordinator_->metrics().registry()));
+  }
   server->tick_interval_ = options.tick_interval;
   CoordinatorServer* raw = server.get();
   server->ticker_ = std::thread([raw] {
@@ -53,7 +59,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     }
   });
   LOG(INFO) << "podtrain-coordinator serving on port " << server->port_
-            << (options.bearer_token.empty() ? "" : " (bearer token required)");
+            << (options.bearer_token.empty() ? "" : " (bearer token required)")
+            << ", metrics on port " << server->metrics_port();
   return server;
 }
 

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "coordinator/coordinator.h"
 #include "services/coordinator_services.h"
 
@@ -32,6 +33,8 @@ struct CoordinatorServerOptions {
   // "authorization: Bearer <token>".
   std::string bearer_token;
   coordinator::CoordinatorOptions coordinator;
+  // Where /metrics is served (port 0: the OS picks); empty: not served.
+  std::string metrics_address = "127.0.0.1:0";
   // How often Coordinator::Tick runs (lease expiry, last calls).
   absl::Duration tick_interval = absl::Milliseconds(50);
 };
@@ -45,6 +48,10 @@ class CoordinatorServer {
   ~CoordinatorServer();
 
   int port() const { return port_; }
+  // The /metrics port (0 if not served).
+  int metrics_port() const {
+    return metrics_server_ == nullptr ? 0 : metrics_server_->port();
+  }
   coordinator::Coordinator* coordinator() { return coordinator_.get(); }
 
   // Reports NOT_SERVING, stops the tick thread, finishes in-flight calls
@@ -61,6 +68,7 @@ class CoordinatorServer {
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsServer> metrics_server_;
   int port_ = 0;
   absl::Duration tick_interval_;
   std::thread ticker_;

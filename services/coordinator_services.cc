@@ -4,6 +4,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/metrics.h"
 #include "services/grpc_status.h"
 
 namespace podtrain::services {
@@ -46,7 +47,10 @@ grpc::Status Authenticator::Check(const grpc::ServerContext& context) const {
   return grpc::Status::OK;
 }
 
-#define PODTRAIN_AUTHENTICATE(context)                            \
+// Every RPC starts with this: time the call (the timer lives until the
+// handler returns) and refuse unauthenticated callers.
+#define PODTRAIN_RPC(context, method)                             \
+  ScopedTimer rpc_timer(&coordinator_->metrics().Rpc(method));    \
   do {                                                            \
     grpc::Status auth_status = authenticator_->Check(*(context)); \
     if (!auth_status.ok()) return auth_status;                    \
@@ -57,7 +61,7 @@ grpc::Status Authenticator::Check(const grpc::ServerContext& context) const {
 grpc::Status JobServiceImpl::CreateJob(grpc::ServerContext* context,
                                        const v1::CreateJobRequest* request,
                                        v1::Job* response) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "CreateJob");
   auto job = coordinator_->CreateJob(*request);
   if (job.ok()) *response = *std::move(job);
   return ToGrpcStatus(job.status());
@@ -66,7 +70,7 @@ grpc::Status JobServiceImpl::CreateJob(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
                                     const v1::GetJobRequest* request,
                                     v1::Job* response) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "GetJob");
   auto job = coordinator_->GetJob(request->name());
   if (job.ok()) *response = *std::move(job);
   return ToGrpcStatus(job.status());
@@ -75,7 +79,7 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
                                       const v1::ListJobsRequest* request,
                                       v1::ListJobsResponse* response) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "ListJobs");
   auto jobs = coordinator_->ListJobs(*request);
   if (jobs.ok()) *response = *std::move(jobs);
   return ToGrpcStatus(jobs.status());
@@ -84,7 +88,7 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
                                        const v1::CancelJobRequest* request,
                                        v1::Job* response) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "CancelJob");
   auto job = coordinator_->CancelJob(request->name());
   if (job.ok()) *response = *std::move(job);
   return ToGrpcStatus(job.status());
@@ -93,7 +97,7 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::WatchJob(
     grpc::ServerContext* context, const v1::WatchJobRequest* request,
     grpc::ServerWriter<v1::JobEvent>* writer) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "WatchJob");
   int64_t cursor = 0;
   while (!context->IsCancelled()) {
     auto events = coordinator_->WaitForEvents(
@@ -116,7 +120,7 @@ grpc::Status JobServiceImpl::WatchJob(
 grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* context,
                                          const v1::RegisterRequest* request,
                                          v1::RegisterResponse* response) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "Register");
   auto registered = coordinator_->Register(*request);
   if (registered.ok()) *response = *std::move(registered);
   return ToGrpcStatus(registered.status());
@@ -125,7 +129,7 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
                                           const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "Heartbeat");
   auto heartbeat = coordinator_->Heartbeat(*request);
   if (heartbeat.ok()) *response = *std::move(heartbeat);
   return ToGrpcStatus(heartbeat.status());
@@ -134,7 +138,7 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::JoinGeneration(
     grpc::ServerContext* context, const v1::JoinGenerationRequest* request,
     v1::JoinGenerationResponse* response) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "JoinGeneration");
   auto joined = coordinator_->JoinGeneration(
       *request, CallDeadline(context, absl::Seconds(10)));
   if (joined.ok()) *response = *std::move(joined);
@@ -144,7 +148,7 @@ grpc::Status WorkerServiceImpl::JoinGeneration(
 grpc::Status WorkerServiceImpl::StreamAssignments(
     grpc::ServerContext* context, const v1::StreamAssignmentsRequest* request,
     grpc::ServerWriter<v1::StepAssignment>* writer) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "StreamAssignments");
   v1::StreamAssignmentsRequest next = *request;
   while (!context->IsCancelled()) {
     auto assignments = coordinator_->NextAssignments(
@@ -163,14 +167,14 @@ grpc::Status WorkerServiceImpl::StreamAssignments(
 grpc::Status WorkerServiceImpl::ReportStep(grpc::ServerContext* context,
                                            const v1::ReportStepRequest* request,
                                            v1::ReportStepResponse*) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "ReportStep");
   return ToGrpcStatus(coordinator_->ReportStep(*request));
 }
 
 grpc::Status WorkerServiceImpl::CommitCheckpoint(
     grpc::ServerContext* context, const v1::CommitCheckpointRequest* request,
     v1::CommitCheckpointResponse* response) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "CommitCheckpoint");
   auto committed = coordinator_->CommitCheckpoint(*request);
   if (committed.ok()) *response = *std::move(committed);
   return ToGrpcStatus(committed.status());
@@ -179,14 +183,14 @@ grpc::Status WorkerServiceImpl::CommitCheckpoint(
 grpc::Status WorkerServiceImpl::StoreSet(grpc::ServerContext* context,
                                          const v1::StoreSetRequest* request,
                                          v1::StoreSetResponse*) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "StoreSet");
   return ToGrpcStatus(coordinator_->StoreSet(*request));
 }
 
 grpc::Status WorkerServiceImpl::StoreGet(grpc::ServerContext* context,
                                          const v1::StoreGetRequest* request,
                                          v1::StoreGetResponse* response) {
-  PODTRAIN_AUTHENTICATE(context);
+  PODTRAIN_RPC(context, "StoreGet");
   const absl::Duration wait = absl::Milliseconds(request->wait_ms());
   auto value = coordinator_->StoreGet(
       *request, CallDeadline(context, std::min(wait, absl::Seconds(60))));

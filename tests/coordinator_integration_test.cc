@@ -5,12 +5,17 @@
 // re-forms; every step of the committed lineage covers exactly the examples
 // sampler/ assigns, so every epoch holds every example once.
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,6 +36,28 @@
 
 namespace podtrain::testing {
 namespace {
+
+// A plain HTTP/1.0 GET on loopback (what a Prometheus scrape does).
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) ==
+      0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
+    (void)!write(fd, request.data(), request.size());
+    char buffer[4096];
+    ssize_t n;
+    while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
+      response.append(buffer, n);
+    }
+  }
+  close(fd);
+  return response;
+}
 
 std::string coordinator_binary;  // argv[1]
 
@@ -72,12 +99,17 @@ class CoordinatorIntegrationTest : public ::testing::Test {
         {coordinator_binary, "--address=" + address,
          "--journal=" + dir_ + "/journal.db", "--port_file=" + port_file,
          "--heartbeat_ms=100", "--lease_ms=1500", "--last_call_ms=300",
-         "--restart_backoff_ms=200"},
+         "--restart_backoff_ms=200", "--metrics_address=127.0.0.1:0",
+         "--metrics_port_file=" + dir_ + "/metrics_port"},
         dir_ + "/coordinator.log");
     ASSERT_TRUE(process.ok()) << process.status();
     coordinator_ = std::move(*process);
     auto port = WaitForPortFile(port_file, absl::Seconds(20));
     ASSERT_TRUE(port.ok()) << port.status();
+    auto metrics_port =
+        WaitForPortFile(dir_ + "/metrics_port", absl::Seconds(1));
+    ASSERT_TRUE(metrics_port.ok()) << metrics_port.status();
+    metrics_port_ = *metrics_port;
     address_ = absl::StrCat("127.0.0.1:", *port);
     jobs_ = v1::JobService::NewStub(services::MakeCoordinatorChannel(address_));
   }
@@ -190,6 +222,7 @@ class CoordinatorIntegrationTest : public ::testing::Test {
   std::string dir_;
   std::string dataset_;
   std::string address_;
+  int metrics_port_ = 0;
   std::unique_ptr<Subprocess> coordinator_;
   std::unique_ptr<v1::JobService::Stub> jobs_;
 };
@@ -234,6 +267,21 @@ TEST_F(CoordinatorIntegrationTest, JobSurvivesCoordinatorKillAndRestart) {
   EXPECT_TRUE(w0->unexpected_errors().empty()) << w0->unexpected_errors()[0];
   EXPECT_TRUE(w1->unexpected_errors().empty()) << w1->unexpected_errors()[0];
   AuditLineage({w0.get(), w1.get()});
+
+  // The restarted coordinator's /metrics, as Prometheus scrapes it, passes
+  // promtool's lint and counts the job and what it committed after restart.
+  const std::string metrics = HttpGet(metrics_port_, "/metrics");
+  EXPECT_NE(metrics.find("podtrain_coordinator_jobs{state=\"SUCCEEDED\"} 1"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("podtrain_coordinator_rpc_duration_seconds_count{"
+                         "method=\"ReportStep\"}"),
+            std::string::npos);
+  const std::string body = metrics.substr(metrics.find("\r\n\r\n") + 4);
+  const std::string file = dir_ + "/metrics.txt";
+  std::ofstream(file) << body;
+  EXPECT_EQ(std::system(("promtool check metrics < '" + file + "'").c_str()), 0)
+      << body;
 }
 
 TEST_F(CoordinatorIntegrationTest, VanishedWorkerIsReplacedThroughItsLease) {
