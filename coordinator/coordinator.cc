@@ -20,6 +20,10 @@ constexpr int32_t kDefaultPageSize = 50;
 constexpr int32_t kMaxPageSize = 1000;
 constexpr size_t kMaxEventsPerJob = 1000;
 
+absl::Status ShuttingDown() {
+  return absl::UnavailableError("the coordinator is shutting down; retry");
+}
+
 google::protobuf::Timestamp ToTimestamp(absl::Time time) {
   google::protobuf::Timestamp timestamp;
   const int64_t micros = absl::ToUnixMicros(time);
@@ -159,6 +163,15 @@ Coordinator::JobRuntime& Coordinator::Runtime(const JobRecord& job) {
 
 absl::StatusOr<v1::Job> Coordinator::CreateJob(
     const v1::CreateJobRequest& request) {
+  // A replay returns the job the first call made, even if the dataset or
+  // the pool changed since.
+  if (!request.request_id().empty()) {
+    absl::MutexLock lock(&mu_);
+    if (const JobRecord* existing =
+            state_.FindJobByRequestId(request.request_id())) {
+      return ToProto(*existing);
+    }
+  }
   ASSIGN_OR_RETURN(v1::JobSpec spec, NormalizeJobSpec(request.spec()));
   if (spec.shuffle_window_shards() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -193,9 +206,10 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(
 
   absl::MutexLock lock(&mu_);
   if (!request.request_id().empty()) {
+    // A concurrent call with the same request_id may have won the race.
     if (const JobRecord* existing =
             state_.FindJobByRequestId(request.request_id())) {
-      return ToProto(*existing);  // a replay: the job the first call made
+      return ToProto(*existing);
     }
   }
   internal::Update update;
@@ -283,9 +297,11 @@ absl::StatusOr<std::vector<v1::JobEvent>> Coordinator::WaitForEvents(
   }
   JobRuntime& runtime = Runtime(*job);
   const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return runtime.next_event - 1 > after || state_.FindJob(name)->finished();
+    return runtime.next_event - 1 > after || state_.FindJob(name)->finished() ||
+           shutting_down_;
   };
   clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
+  if (shutting_down_) return ShuttingDown();
   std::vector<v1::JobEvent> events;
   *next = after;
   for (const auto& [seq, event] : runtime.events) {
@@ -309,6 +325,8 @@ v1::Job Coordinator::ToProto(const JobRecord& job) const {
   proto.set_world_size(static_cast<int32_t>(job.members.size()));
   proto.set_committed_step(job.committed_step);
   proto.set_restarts(job.restarts);
+  proto.set_examples_per_epoch(job.examples_per_epoch());
+  proto.set_total_steps(TotalSteps(job.spec, job.examples_per_epoch()));
   int64_t latest = job.committed_step;
   auto it = runtime_.find(job.name);
   if (it != runtime_.end()) {
@@ -489,9 +507,10 @@ absl::StatusOr<v1::JoinGenerationResponse> Coordinator::JoinGeneration(
     if (it == workers_.end() || it->second.incarnation != incarnation) {
       return true;
     }
-    return !it->second.joining;
+    return !it->second.joining || shutting_down_;
   };
   clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
+  if (shutting_down_) return ShuttingDown();
   ASSIGN_OR_RETURN(worker, AuthenticWorker(worker_id, incarnation));
   if (worker->joining) {
     return absl::DeadlineExceededError(absl::StrCat(
@@ -555,9 +574,10 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
     const JobRecord* job = state_.FindJob(name);
     return job->generation != generation || job->finished() ||
            runtime_.at(name).rendezvous_open || from < horizon() ||
-           from >= runtime_.at(name).total_steps;
+           from >= runtime_.at(name).total_steps || shutting_down_;
   };
   clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
+  if (shutting_down_) return ShuttingDown();
   ASSIGN_OR_RETURN(membership, MemberOf(request.worker_id(), generation));
   const JobRecord& job = *membership.first;
   const JobRuntime& runtime = runtime_.at(name);
@@ -744,9 +764,10 @@ absl::StatusOr<v1::StoreGetResponse> Coordinator::StoreGet(
   }
   const std::string name = job->name;
   const auto present = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return runtime_[name].store.count(key) > 0;
+    return runtime_[name].store.count(key) > 0 || shutting_down_;
   };
   clock_->AwaitWithDeadline(&mu_, absl::Condition(&present), deadline);
+  if (shutting_down_) return ShuttingDown();
   auto& store = runtime_[name].store;
   auto it = store.find(key);
   if (it == store.end()) {
@@ -760,6 +781,12 @@ absl::StatusOr<v1::StoreGetResponse> Coordinator::StoreGet(
 // ---------------------------------------------------------------------------
 // Membership: leases, rendezvous, generations
 // ---------------------------------------------------------------------------
+
+void Coordinator::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutting_down_ = true;
+  ++version_;
+}
 
 void Coordinator::Tick() {
   absl::MutexLock lock(&mu_);

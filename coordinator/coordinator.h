@@ -125,6 +125,10 @@ class Coordinator {
   absl::StatusOr<v1::StoreGetResponse> StoreGet(
       const v1::StoreGetRequest& request, absl::Time deadline);
 
+  // Wakes every blocked call, which returns UNAVAILABLE ("shutting down"),
+  // and refuses new blocking calls the same way. For a prompt server exit.
+  void Shutdown();
+
   // Periodic work: expires leases, closes rendezvous whose last call has
   // passed. The server calls it every heartbeat interval / 4.
   void Tick();
@@ -233,6 +237,7 @@ class Coordinator {
   std::map<std::string, JobRuntime> runtime_ ABSL_GUARDED_BY(mu_);
   // Jobs whose per-job series exist (removed when they end).
   std::set<std::string> jobs_with_series_ ABSL_GUARDED_BY(mu_);
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // Bumped on every change that a blocked caller might wait for.
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
 };

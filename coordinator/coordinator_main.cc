@@ -29,7 +29,7 @@ ABSL_FLAG(std::string, journal, "podtrain-journal.db",
           "SQLite journal of durable state (created if missing)");
 ABSL_FLAG(std::string, port_file, "",
           "if set, the bound port is written here once serving");
-ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:0",
           "host:port serving Prometheus /metrics (port 0: the OS picks; "
           "empty: off)");
 ABSL_FLAG(std::string, metrics_port_file, "",

@@ -6,8 +6,8 @@ namespace podtrain::coordinator {
 namespace {
 
 prometheus::Family<prometheus::Gauge>& Gauge(prometheus::Registry& registry,
-                                              const std::string& name,
-                                              const std::string& help) {
+                                             const std::string& name,
+                                             const std::string& help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(registry);
 }
 
@@ -39,12 +39,13 @@ CoordinatorMetrics::CoordinatorMetrics(
                             "Workers in the job's current generation.")),
       job_generation_(Gauge(*registry_, "podtrain_job_generation",
                             "The job's current generation.")),
-      job_lookahead_(
-          Gauge(*registry_, "podtrain_job_assignment_lookahead_steps",
-                "Steps assigned ahead of the slowest rank.")) {
+      job_lookahead_(Gauge(*registry_,
+                           "podtrain_job_assignment_lookahead_steps",
+                           "Steps assigned ahead of the slowest rank.")) {
   journal_append_ = &prometheus::BuildHistogram()
-                         .Name("podtrain_coordinator_journal_append_duration_"
-                               "seconds")
+                         .Name(
+                             "podtrain_coordinator_journal_append_duration_"
+                             "seconds")
                          .Help("Time to make one state update durable.")
                          .Register(*registry_)
                          .Add({}, LatencyBuckets());

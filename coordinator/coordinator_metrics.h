@@ -13,7 +13,8 @@
 //   podtrain_coordinator_audit_mismatches_total           counter
 //   podtrain_job_committed_step{job}, podtrain_job_epoch{job} (fractional
 //       epochs of the committed lineage), podtrain_job_world_size{job},
-//       podtrain_job_generation{job}, podtrain_job_assignment_lookahead_steps{job}
+//       podtrain_job_generation{job},
+//       podtrain_job_assignment_lookahead_steps{job}
 //
 // Thread-safety: thread-safe (prometheus-cpp metrics are; the method cache
 // has its own mutex).
@@ -21,15 +22,15 @@
 #ifndef PODTRAIN_COORDINATOR_COORDINATOR_METRICS_H_
 #define PODTRAIN_COORDINATOR_COORDINATOR_METRICS_H_
 
-#include <map>
-#include <memory>
-#include <string>
-
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include <map>
+#include <memory>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"

@@ -17,6 +17,8 @@ PACKAGES=(
   # RPC and core libraries.
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev zlib1g-dev
+  # The podtrain CLI reads YAML job specs.
+  libyaml-cpp-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
   # Training: collectives, libtorch, and an optimized BLAS under it (without

@@ -2,9 +2,9 @@
 // ride out a coordinator restart: retry the connection every 100 ms to 1 s
 // (gRPC's default backoff starts at 1 s and grows to 120 s), and keepalive
 // pings the server permits (see coordinator_server.cc). The minimum connect
-// timeout (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20 s) is left alone: lowering
-// it bounds each handshake by the backoff, and a just-restarted server on a
-// loaded machine then never completes one.
+// timeout (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20 s) is left at its default so
+// a connection attempt to a busy, just-restarted server has time to finish
+// its handshake.
 //
 // Thread-safety: free functions; channels are thread-safe.
 

@@ -70,6 +70,7 @@ void CoordinatorServer::Shutdown() {
     return;
   }
   server_->GetHealthCheckService()->SetServingStatus(false);
+  coordinator_->Shutdown();  // wakes blocked calls so Shutdown is prompt
   stopping_.Notify();
   if (ticker_.joinable()) ticker_.join();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));

@@ -153,7 +153,7 @@ grpc::Status WorkerServiceImpl::StreamAssignments(
   while (!context->IsCancelled()) {
     auto assignments = coordinator_->NextAssignments(
         next, kAssignmentsPerWrite, absl::Now() + kStreamSlice);
-    if (absl::IsDeadlineExceeded(assignments.status())) continue;
+    if (absl::IsDeadlineExceeded(assignments.status())) continue;  // a slice
     if (!assignments.ok()) return ToGrpcStatus(assignments.status());
     if (assignments->empty()) return grpc::Status::OK;  // the job's last step
     for (const v1::StepAssignment& assignment : *assignments) {

@@ -2,10 +2,12 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "absl/strings/numbers.h"
@@ -13,25 +15,34 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 
+extern char** environ;
+
 namespace podtrain::testing {
 
 absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(
     const std::vector<std::string>& argv, const std::string& log_path) {
-  const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (log < 0) return absl::InternalError("cannot open " + log_path);
+  // posix_spawn, not fork: glibc's posix_spawn runs no pthread_atfork
+  // handlers, and gRPC's fork handlers (run by fork() in a process with live
+  // channels) were seen to leave the parent's client connections stuck in
+  // their handshake.
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   std::vector<char*> args;
-  for (const std::string& arg : argv)
+  for (const std::string& arg : argv) {
     args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) return absl::InternalError("fork failed");
-  if (pid == 0) {
-    dup2(log, STDOUT_FILENO);
-    dup2(log, STDERR_FILENO);
-    execv(args[0], args.data());
-    _exit(127);
   }
-  close(log);
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  const int error =
+      posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (error != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot start ", argv[0], ": ", strerror(error)));
+  }
   return std::unique_ptr<Subprocess>(new Subprocess(pid));
 }
 
