@@ -1,8 +1,8 @@
 #include "common/metrics.h"
 
-#include <exception>
-
 #include <prometheus/text_serializer.h>
+
+#include <exception>
 
 #include "absl/strings/str_cat.h"
 
@@ -16,8 +16,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     // prometheus-cpp reports bind failures by throwing (CivetException).
     server->exposer_ = std::make_unique<prometheus::Exposer>(address, 2);
   } catch (const std::exception& error) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot serve metrics on ", address, ": ", error.what()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, ": ", error.what()));
   }
   server->registry_ = std::move(registry);
   server->exposer_->RegisterCollectable(server->registry_);

@@ -10,12 +10,12 @@
 #ifndef PODTRAIN_COMMON_METRICS_H_
 #define PODTRAIN_COMMON_METRICS_H_
 
-#include <memory>
-#include <string>
-
 #include <prometheus/exposer.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"

@@ -1,14 +1,13 @@
 #include "common/metrics.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <prometheus/counter.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
-
-#include <gtest/gtest.h>
-#include <prometheus/counter.h>
 
 namespace podtrain {
 namespace {
