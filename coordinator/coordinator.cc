@@ -335,6 +335,16 @@ v1::Job Coordinator::ToProto(const JobRecord& job) const {
     }
   }
   proto.set_latest_step(latest);
+  // The newest evaluation: a reported one (soft) if newer than the one
+  // committed with the lineage.
+  if (it != runtime_.end() && it->second.eval_accuracy.has_value() &&
+      it->second.eval_step > job.eval_step) {
+    proto.set_eval_accuracy(*it->second.eval_accuracy);
+    proto.set_eval_step(it->second.eval_step);
+  } else if (job.eval_accuracy.has_value()) {
+    proto.set_eval_accuracy(*job.eval_accuracy);
+    proto.set_eval_step(job.eval_step);
+  }
   return proto;
 }
 
@@ -638,6 +648,12 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
   int64_t& reported = runtime.reported_step[membership.second];
   reported = std::max(reported, request.step());
   runtime.last_loss = request.loss();
+  if (request.has_eval_accuracy()) {
+    runtime.eval_accuracy = request.eval_accuracy();
+    runtime.eval_step = request.step();
+    LOG(INFO) << job.name << ": step " << request.step() << " eval accuracy "
+              << request.eval_accuracy();
+  }
   ++version_;
   if (membership.second == 0) {
     v1::JobEvent event;
@@ -646,6 +662,9 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
     if (request.step_seconds() > 0) {
       event.mutable_step_progress()->set_examples_per_second(
           job.spec.global_batch() / request.step_seconds());
+    }
+    if (request.has_eval_accuracy()) {
+      event.mutable_step_progress()->set_eval_accuracy(request.eval_accuracy());
     }
     AddEvent(job, std::move(event));
   }
@@ -699,6 +718,9 @@ void Coordinator::MaybeFinishCheckpoint(const JobRecord& job, int64_t step,
   committed->set_step(step);
   committed->set_path(path);
   committed->set_generation(job.generation);
+  if (runtime.eval_accuracy.has_value() && runtime.eval_step == step) {
+    committed->set_eval_accuracy(*runtime.eval_accuracy);
+  }
   const absl::Status status = Commit(std::move(update));
   if (!status.ok()) {
     LOG(ERROR) << name << ": cannot commit step " << step << ": " << status;

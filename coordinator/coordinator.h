@@ -44,6 +44,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -178,6 +179,9 @@ class Coordinator {
     std::deque<std::pair<int64_t, v1::JobEvent>> events;
     int64_t next_event = 1;
     double last_loss = 0;
+    // The latest evaluation reported (soft state).
+    std::optional<double> eval_accuracy;
+    int64_t eval_step = -1;
   };
 
   Coordinator(const CoordinatorOptions& options, Clock* clock,

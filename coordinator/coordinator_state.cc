@@ -133,6 +133,10 @@ absl::Status CoordinatorState::ApplyCheckpointCommitted(
   }
   job->committed_step = committed.step();
   job->committed_path = committed.path();
+  if (committed.has_eval_accuracy()) {
+    job->eval_accuracy = committed.eval_accuracy();
+    job->eval_step = committed.step();
+  }
   return absl::OkStatus();
 }
 

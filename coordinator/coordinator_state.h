@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,9 @@ struct JobRecord {
 
   int64_t committed_step = -1;  // -1: nothing committed, start from scratch
   std::string committed_path;
+  // The newest evaluation committed with a checkpoint, and its step.
+  std::optional<double> eval_accuracy;
+  int64_t eval_step = -1;
 
   int64_t examples_per_epoch() const;
   bool finished() const;

@@ -468,6 +468,33 @@ TEST_F(CoordinatorTest, RestartedCoordinatorRecoversAndMembersCarryOn) {
   EXPECT_EQ(CreateJob(1, 1), "jobs/000002");
 }
 
+TEST_F(CoordinatorTest, TheFinalEvaluationIsKeptWithTheLineage) {
+  const std::string job = StartTwoWorkerJob();
+  auto membership = Join("w0", 100);
+  auto sampler = *sampler::StreamSampler::Create(
+      std::vector<int64_t>(10, 100), {.seed = 7, .window_shards = 2});
+  const auto ids =
+      *sampler::RankExampleIds(*sampler, 100, 49, 2, membership->rank());
+  v1::ReportStepRequest report;
+  report.set_worker_id("w0");
+  report.set_incarnation(100);
+  report.set_generation(1);
+  report.set_step(49);
+  report.set_example_count(ids.size());
+  report.set_example_digest(sampler::ExampleDigest(ids));
+  report.set_eval_accuracy(0.875);
+  ASSERT_TRUE(coordinator_->ReportStep(report).ok());
+  EXPECT_DOUBLE_EQ(Job(job).eval_accuracy(), 0.875);
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 49).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 49).ok());
+  Restart();
+  const v1::Job done = Job(job);
+  EXPECT_EQ(done.state(), v1::SUCCEEDED);
+  ASSERT_TRUE(done.has_eval_accuracy());
+  EXPECT_DOUBLE_EQ(done.eval_accuracy(), 0.875);
+  EXPECT_EQ(done.eval_step(), 49);
+}
+
 TEST_F(CoordinatorTest, AMemberThatNeverComesBackAfterRecoveryIsReplaced) {
   const std::string job = StartTwoWorkerJob();
   Restart();
