@@ -1,6 +1,10 @@
 // Prometheus metrics plumbing shared by the coordinator and the workers:
-// a /metrics HTTP endpoint (prometheus-cpp's pull exposer), bucket layouts,
-// and a scoped timer for histograms. Metric names follow Prometheus
+// a /metrics HTTP endpoint, bucket layouts, and a scoped timer for
+// histograms. Metrics live in prometheus-cpp registries; the endpoint is
+// served by GNU libmicrohttpd rather than prometheus-cpp's civetweb
+// exposer, whose threads have fixed 100 KB stacks: in a worker, whose
+// libraries (OpenBLAS, glog, libtorch) need ~108 KB of static TLS per
+// thread, civetweb cannot start a single thread. Metric names follow Prometheus
 // conventions: podtrain_ prefix, base units (seconds, bytes), counters end
 // in _total, and labels stay bounded (no step numbers or example ids).
 //
@@ -10,7 +14,6 @@
 #ifndef PODTRAIN_COMMON_METRICS_H_
 #define PODTRAIN_COMMON_METRICS_H_
 
-#include <prometheus/exposer.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
@@ -20,6 +23,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+
+struct MHD_Daemon;  // libmicrohttpd
 
 namespace podtrain {
 
@@ -32,11 +37,16 @@ class MetricsServer {
       const std::string& address,
       std::shared_ptr<prometheus::Registry> registry);
 
+  ~MetricsServer();
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
   int port() const { return port_; }
+  const prometheus::Registry& registry() const { return *registry_; }
 
  private:
   MetricsServer() = default;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  ::MHD_Daemon* daemon_ = nullptr;
   std::shared_ptr<prometheus::Registry> registry_;
   int port_ = 0;
 };

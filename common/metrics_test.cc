@@ -51,6 +51,21 @@ TEST(MetricsTest, ServesTheRegistryOverHttp) {
       << body;
 }
 
+TEST(MetricsTest, OtherPathsAreNotFound) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto server = MetricsServer::Start("127.0.0.1:0", registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_NE(HttpGet((*server)->port(), "/other").find("404"),
+            std::string::npos);
+}
+
+TEST(MetricsTest, ABadAddressIsAClearError) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto bad = MetricsServer::Start("localhost-ish", registry);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("host:port"), std::string::npos);
+}
+
 TEST(MetricsTest, ABusyPortIsAClearError) {
   auto registry = std::make_shared<prometheus::Registry>();
   auto first = MetricsServer::Start("127.0.0.1:0", registry);

@@ -41,6 +41,8 @@ ABSL_FLAG(int64_t, lease_ms, 3000, "a worker silent this long is gone");
 ABSL_FLAG(int64_t, last_call_ms, 1000,
           "rendezvous: wait this long for stragglers once min_workers joined");
 ABSL_FLAG(int64_t, restart_backoff_ms, 500, "first restart backoff");
+ABSL_FLAG(int64_t, restart_backoff_max_ms, 30000,
+          "restart backoff doubles per restart up to this");
 ABSL_FLAG(int64_t, lookahead_steps, 16, "assignment look-ahead, in steps");
 ABSL_FLAG(int32_t, max_pool_workers, 0,
           "workers the pool can ever hold (0: unknown); larger gangs are "
@@ -97,6 +99,8 @@ int main(int argc, char** argv) {
   coordinator.last_call = absl::Milliseconds(absl::GetFlag(FLAGS_last_call_ms));
   coordinator.restart_backoff_base =
       absl::Milliseconds(absl::GetFlag(FLAGS_restart_backoff_ms));
+  coordinator.restart_backoff_max =
+      absl::Milliseconds(absl::GetFlag(FLAGS_restart_backoff_max_ms));
   coordinator.assignment_lookahead_steps = absl::GetFlag(FLAGS_lookahead_steps);
   coordinator.max_pool_workers = absl::GetFlag(FLAGS_max_pool_workers);
 

@@ -25,9 +25,9 @@ PACKAGES=(
   # one, libtorch silently falls back to the reference BLAS, ~24x slower).
   libgloo-dev libtorch-dev libopenblas0-pthread
   # Coordinator store, metrics, monitoring.
-  libsqlite3-dev sqlite3 prometheus-cpp-dev prometheus
-  # The demo dataset.
-  dataset-fashion-mnist
+  libsqlite3-dev sqlite3 prometheus-cpp-dev libmicrohttpd-dev prometheus
+  # The demo dataset, and what the local launcher uses around it.
+  dataset-fashion-mnist python3 curl
 )
 
 check_only=false

@@ -1,0 +1,620 @@
+#include "worker/agent.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/logging.h"
+#include "common/metrics.h"
+#include "common/status_macros.h"
+#include "dataset/dataset.h"
+#include "dataset/stable_hash.h"
+#include "sampler/assignment.h"
+#include "services/channel.h"
+#include "services/grpc_status.h"
+#include "worker/checkpoint.h"
+#include "worker/collectives.h"
+#include "worker/consumption_log.h"
+#include "worker/coordinator_store.h"
+#include "worker/gloo_communicator.h"
+#include "worker/gradient_buckets.h"
+#include "worker/input_pipeline.h"
+#include "worker/model.h"
+#include "worker/optimizer.h"
+#include "worker/schedule.h"
+
+namespace podtrain::worker {
+
+using services::FromGrpcStatus;
+
+// ===========================================================================
+// State that lives as long as the worker trains one job.
+// ===========================================================================
+
+struct Agent::Job {
+  std::string name;
+  v1::JobSpec spec;
+  int64_t total_steps = 0;
+  uint64_t fingerprint = 0;  // job spec + dataset: checkpoints must match
+  std::unique_ptr<dataset::Dataset> data;
+  std::unique_ptr<dataset::Dataset> eval_data;  // null without spec.eval
+  std::shared_ptr<Model> model;
+  ParamGroups params;
+  std::unique_ptr<Optimizer> optimizer;
+  std::string checkpoint_root;
+  // What this process trained on, for the coverage audit.
+  std::unique_ptr<ConsumptionLogWriter> consumed;
+};
+
+// One world: the communicator and the assignment stream of a generation.
+struct Agent::Generation {
+  std::unique_ptr<Communicator> communicator;
+  grpc::ClientContext stream_context;
+  std::unique_ptr<grpc::ClientReader<v1::StepAssignment>> stream;
+  std::unique_ptr<InputPipeline> pipeline;
+
+  // Makes everything this generation blocks on return promptly.
+  void Abort() {
+    if (communicator != nullptr) communicator->Abort();
+    stream_context.TryCancel();
+    if (pipeline != nullptr) pipeline->Cancel();
+  }
+};
+
+namespace {
+
+uint64_t RandomIncarnation() {
+  std::random_device device;
+  uint64_t value = 0;
+  while (value == 0) value = (uint64_t{device()} << 32) | device();
+  return value;
+}
+
+}  // namespace
+
+uint64_t JobFingerprint(const std::string& name, const v1::JobSpec& spec,
+                        uint64_t dataset_fingerprint) {
+  std::string spec_bytes;
+  google::protobuf::io::StringOutputStream stream(&spec_bytes);
+  {
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    spec.SerializeToCodedStream(&coded);
+  }
+  dataset::Fnv1a64 hash;
+  hash.AddString(name);
+  hash.AddString(spec_bytes);
+  hash.AddU64(dataset_fingerprint);
+  return hash.value();
+}
+
+namespace {
+
+// Accuracy of `model` on every example of `data`, in batches.
+absl::StatusOr<double> Evaluate(Model& model, const dataset::Dataset& data) {
+  torch::NoGradGuard no_grad;
+  constexpr int64_t kBatch = 1000;
+  int64_t correct = 0;
+  for (int64_t begin = 0; begin < data.num_examples(); begin += kBatch) {
+    const int64_t end = std::min(begin + kBatch, data.num_examples());
+    std::vector<int64_t> ids(end - begin);
+    for (int64_t k = 0; k < end - begin; ++k) ids[k] = begin + k;
+    ASSIGN_OR_RETURN(Batch batch, DecodeBatch(data, -1, std::move(ids)));
+    const torch::Tensor predicted = model.forward(batch.images).argmax(1);
+    correct += predicted.eq(batch.labels).sum().item<int64_t>();
+  }
+  return static_cast<double>(correct) / data.num_examples();
+}
+
+std::string CheckpointPath(const std::string& root, int64_t step) {
+  return absl::StrFormat("%s/step-%012d", root, step);
+}
+
+}  // namespace
+
+// ===========================================================================
+// Construction, registration, heartbeats
+// ===========================================================================
+
+Agent::Agent(AgentOptions options)
+    : options_([&] {
+        if (options.incarnation == 0) options.incarnation = RandomIncarnation();
+        return options;
+      }()),
+      metrics_(std::make_unique<WorkerMetrics>(
+          options_.metrics_registry != nullptr
+              ? options_.metrics_registry
+              : std::make_shared<prometheus::Registry>())),
+      channel_(services::MakeCoordinatorChannel(options_.coordinator_address)),
+      stub_(v1::WorkerService::NewStub(channel_)) {
+  torch::set_num_threads(options_.torch_threads);
+}
+
+Agent::~Agent() {
+  stopping_ = true;
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+std::unique_ptr<grpc::ClientContext> Agent::Context(
+    absl::Duration timeout) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (!options_.bearer_token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options_.bearer_token);
+  }
+  return context;
+}
+
+absl::Status Agent::Register() {
+  // The coordinator may be restarting: retry unavailability for a while.
+  const absl::Time deadline = absl::Now() + absl::Minutes(2);
+  while (true) {
+    v1::RegisterRequest request;
+    request.set_worker_id(options_.worker_id);
+    request.set_incarnation(options_.incarnation);
+    v1::RegisterResponse response;
+    auto context = Context(absl::Seconds(5));
+    const grpc::Status status =
+        stub_->Register(context.get(), request, &response);
+    if (status.ok()) return absl::OkStatus();
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        absl::Now() > deadline) {
+      return WithContext(FromGrpcStatus(status),
+                         absl::StrCat("register with coordinator at ",
+                                      options_.coordinator_address));
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+}
+
+void Agent::ReportCollectiveError(const absl::Status& error) {
+  absl::MutexLock lock(&mu_);
+  collective_error_ = std::string(error.message());
+}
+
+void Agent::HeartbeatLoop() {
+  while (!stopping_) {
+    const int64_t sent = generation_;
+    v1::HeartbeatRequest request;
+    request.set_worker_id(options_.worker_id);
+    request.set_incarnation(options_.incarnation);
+    request.set_generation(sent);
+    request.set_preempting(preempting_);
+    {
+      absl::MutexLock lock(&mu_);
+      request.set_collective_error(collective_error_);
+      collective_error_.clear();
+    }
+    v1::HeartbeatResponse response;
+    auto context = Context(absl::Seconds(2));
+    const grpc::Status status =
+        stub_->Heartbeat(context.get(), request, &response);
+    if (status.ok()) {
+      committed_step_ = response.committed_step();
+      checkpoint_requested_ = response.checkpoint_requested();
+      // Only an answer about the generation we are still in counts: one
+      // that raced with JoinGeneration speaks of the previous world.
+      const bool newer =
+          sent > 0 && sent == generation_ &&
+          (response.generation() > sent || response.job().empty());
+      if (response.job_finished()) job_finished_ = true;
+      if (newer || response.job_finished()) {
+        generation_over_ = true;
+        absl::MutexLock lock(&mu_);
+        if (current_ != nullptr) current_->Abort();
+      }
+    } else if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+      // The coordinator forgot us: our lease expired, it restarted without
+      // us in its journal, or (when preempting) it let us go.
+      if (preempting_) removed_ = true;
+      if (!Register().ok()) LOG(WARNING) << "re-register failed";
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+}
+
+// ===========================================================================
+// The loop
+// ===========================================================================
+
+absl::Status Agent::Run() {
+  RETURN_IF_ERROR(Register());
+  LOG(INFO) << options_.worker_id << " registered with "
+            << options_.coordinator_address << " (incarnation "
+            << options_.incarnation << ")";
+  heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+  while (true) {
+    absl::StatusOr<v1::JoinGenerationResponse> joined = JoinGeneration();
+    if (!joined.ok()) {
+      // Preempted between worlds: nothing uncommitted to save.
+      return preempting_ ? absl::OkStatus() : joined.status();
+    }
+    const v1::JoinGenerationResponse& world = *joined;
+    RETURN_IF_ERROR(PrepareJob(world));
+    ASSIGN_OR_RETURN(const Outcome outcome, TrainGeneration(world));
+    if (outcome == Outcome::kPreempted) return absl::OkStatus();
+    if (outcome == Outcome::kJobFinished) {
+      LOG(INFO) << world.job() << " ended; " << options_.worker_id
+                << " is done";
+      return absl::OkStatus();
+    }
+  }
+}
+
+absl::StatusOr<v1::JoinGenerationResponse> Agent::JoinGeneration() {
+  while (true) {
+    if (preempting_) return absl::CancelledError("preempted while joining");
+    v1::JoinGenerationRequest request;
+    request.set_worker_id(options_.worker_id);
+    request.set_incarnation(options_.incarnation);
+    request.set_after_generation(generation_);
+    v1::JoinGenerationResponse world;
+    auto context = Context(absl::Seconds(15));
+    const grpc::Status status =
+        stub_->JoinGeneration(context.get(), request, &world);
+    if (status.ok()) {
+      generation_ = world.generation();
+      generation_over_ = false;
+      job_finished_ = false;
+      metrics_->generation->Set(world.generation());
+      LOG(INFO) << options_.worker_id << ": " << world.job() << " generation "
+                << world.generation() << ", rank " << world.rank() << " of "
+                << world.world_size() << ", resuming after step "
+                << world.resume_step();
+      return world;
+    }
+    switch (status.error_code()) {
+      case grpc::StatusCode::DEADLINE_EXCEEDED:
+      case grpc::StatusCode::UNAVAILABLE:
+        absl::SleepFor(absl::Milliseconds(100));
+        continue;
+      case grpc::StatusCode::NOT_FOUND:
+      case grpc::StatusCode::ABORTED:
+        RETURN_IF_ERROR(Register());
+        continue;
+      default:
+        return WithContext(FromGrpcStatus(status), "join a generation");
+    }
+  }
+}
+
+absl::Status Agent::PrepareJob(const v1::JoinGenerationResponse& world) {
+  if (job_ != nullptr && job_->name == world.job()) return absl::OkStatus();
+  auto job = std::make_unique<Job>();
+  job->name = world.job();
+  job->spec = world.spec();
+  job->total_steps = world.total_steps();
+  ASSIGN_OR_RETURN(job->data, dataset::Dataset::Open(job->spec.dataset()));
+  const uint64_t fingerprint = job->data->manifest().Fingerprint();
+  if (fingerprint != world.dataset_fingerprint()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        job->name, ": dataset ", job->spec.dataset(), " has fingerprint ",
+        dataset::FingerprintHex(fingerprint), " but the job was created on ",
+        dataset::FingerprintHex(world.dataset_fingerprint()),
+        "; refusing to train on changed data"));
+  }
+  if (!job->spec.eval().dataset().empty()) {
+    ASSIGN_OR_RETURN(job->eval_data,
+                     dataset::Dataset::Open(job->spec.eval().dataset()));
+  }
+  job->fingerprint =
+      JobFingerprint(job->name, job->spec, world.dataset_fingerprint());
+  std::string id = job->name.substr(job->name.find('/') + 1);
+  job->checkpoint_root =
+      absl::StrCat(job->spec.checkpoint().directory(), "/", id);
+  ASSIGN_OR_RETURN(job->consumed, ConsumptionLogWriter::Open(ConsumptionLogPath(
+                                      job->checkpoint_root, options_.worker_id,
+                                      options_.incarnation)));
+  job_ = std::move(job);
+  return absl::OkStatus();
+}
+
+// Model and optimizer as of the committed checkpoint, or fresh from the
+// seed: steps trained after the last commit are discarded, so every rank
+// starts the generation from the same state.
+absl::Status Agent::LoadOrInitialize(const v1::JoinGenerationResponse& world) {
+  Job& job = *job_;
+  const dataset::Schema& schema = job.data->manifest().schema;
+  ASSIGN_OR_RETURN(job.model,
+                   BuildModel(job.spec.model(),
+                              {schema.height, schema.width, schema.channels},
+                              job.spec.seed()));
+  job.params = GroupParameters(*job.model);
+  ASSIGN_OR_RETURN(job.optimizer,
+                   MakeOptimizer(job.spec.optimizer(), job.params));
+  if (world.resume_step() < 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const CheckpointState state,
+                   ReadCheckpoint(world.resume_checkpoint(), job.fingerprint));
+  if (state.step != world.resume_step()) {
+    return absl::DataLossError(absl::StrCat(
+        world.resume_checkpoint(), " holds step ", state.step,
+        " but the coordinator committed step ", world.resume_step()));
+  }
+  torch::NoGradGuard no_grad;
+  const auto named = job.model->named_parameters();
+  if (state.model.size() != named.size()) {
+    return absl::DataLossError(
+        absl::StrCat(world.resume_checkpoint(), ": ", state.model.size(),
+                     " model tensors, the model has ", named.size()));
+  }
+  for (const NamedTensor& saved : state.model) {
+    const torch::Tensor* parameter = named.find(saved.name);
+    if (parameter == nullptr ||
+        !parameter->sizes().equals(saved.tensor.sizes())) {
+      return absl::DataLossError(absl::StrCat(world.resume_checkpoint(),
+                                              ": tensor ", saved.name,
+                                              " does not match the model"));
+    }
+    const_cast<torch::Tensor*>(parameter)->copy_(saved.tensor);
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> optimizer_state;
+  for (const NamedTensor& saved : state.optimizer) {
+    optimizer_state.emplace_back(saved.name, saved.tensor);
+  }
+  return job.optimizer->LoadStateTensors(optimizer_state);
+}
+
+absl::Status Agent::Checkpoint(const v1::JoinGenerationResponse& world,
+                               int64_t step) {
+  Job& job = *job_;
+  std::string path = CheckpointPath(job.checkpoint_root, step);
+  if (world.rank() == 0) {
+    ScopedTimer timer(metrics_->checkpoint_write_seconds);
+    CheckpointState state;
+    state.step = step;
+    state.job_fingerprint = job.fingerprint;
+    state.generation = world.generation();
+    state.next_stream_position = (step + 1) * job.spec.global_batch();
+    for (const auto& item : job.model->named_parameters()) {
+      state.model.push_back({item.key(), item.value().detach().clone()});
+    }
+    for (auto& [name, tensor] : job.optimizer->StateTensors()) {
+      state.optimizer.push_back({name, tensor});
+    }
+    ASSIGN_OR_RETURN(path, WriteCheckpoint(job.checkpoint_root, state));
+    // Keep the newest N, never the committed one (it may be older).
+    const int64_t committed = committed_step_;
+    const absl::Status pruned = PruneCheckpoints(
+        job.checkpoint_root, job.spec.checkpoint().keep(),
+        committed >= 0 ? CheckpointPath(job.checkpoint_root, committed) : "");
+    if (!pruned.ok()) LOG(WARNING) << "pruning checkpoints: " << pruned;
+  }
+  // The ids behind every step up to here must be durable before the commit
+  // that puts those steps in the lineage: the audit reads them.
+  RETURN_IF_ERROR(job.consumed->Sync());
+  // Every rank votes; rank 0 only after its write is durable, so a commit
+  // (all votes) implies the checkpoint is on disk.
+  v1::CommitCheckpointRequest request;
+  request.set_worker_id(options_.worker_id);
+  request.set_incarnation(options_.incarnation);
+  request.set_generation(world.generation());
+  request.set_step(step);
+  request.set_path(path);
+  v1::CommitCheckpointResponse response;
+  grpc::Status status;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    auto context = Context(absl::Seconds(5));
+    status = stub_->CommitCheckpoint(context.get(), request, &response);
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  if (response.committed())
+    committed_step_ = std::max<int64_t>(committed_step_, step);
+  return FromGrpcStatus(status);
+}
+
+// A preempted worker leaves once its emergency checkpoint is in the
+// lineage: the coordinator says so (committed_step), or has already let the
+// worker go (NOT_FOUND on heartbeat).
+absl::Status Agent::WaitForCommit(int64_t step) {
+  const absl::Time deadline = absl::Now() + options_.preemption_grace;
+  while (committed_step_ < step && !removed_ && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  if (committed_step_ >= step || removed_) return absl::OkStatus();
+  return absl::DeadlineExceededError(absl::StrCat(
+      "emergency checkpoint of step ", step, " not committed within ",
+      absl::FormatDuration(options_.preemption_grace)));
+}
+
+absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
+    const v1::JoinGenerationResponse& world) {
+  Job& job = *job_;
+  RETURN_IF_ERROR(LoadOrInitialize(world));
+  const int64_t global_batch = job.spec.global_batch();
+
+  // --- communicator and assignment stream --------------------------------
+  auto generation = std::make_unique<Generation>();
+  {
+    absl::MutexLock lock(&mu_);
+    current_ = generation.get();
+  }
+  const auto release = [&] {
+    absl::MutexLock lock(&mu_);
+    current_ = nullptr;
+  };
+  CommunicatorOptions comm_options;
+  comm_options.rank = world.rank();
+  comm_options.world_size = world.world_size();
+  comm_options.store_prefix = world.bootstrap().store_prefix();
+  comm_options.timeout = options_.collective_timeout;
+  comm_options.hostname = options_.hostname;
+  auto store = std::make_shared<CoordinatorStore>(
+      channel_, world.bootstrap().store_prefix(), options_.bearer_token,
+      options_.collective_timeout);
+  absl::StatusOr<std::unique_ptr<Communicator>> communicator =
+      ConnectGloo(comm_options, store);
+  if (!communicator.ok()) {
+    release();
+    LOG(WARNING) << "cannot form the world: " << communicator.status();
+    ReportCollectiveError(communicator.status());
+    return Outcome::kRejoin;
+  }
+  generation->communicator = *std::move(communicator);
+  {
+    // Set under the lock: the heartbeat thread may Abort() concurrently.
+    v1::StreamAssignmentsRequest request;
+    request.set_worker_id(options_.worker_id);
+    request.set_incarnation(options_.incarnation);
+    request.set_generation(world.generation());
+    request.set_from_step(world.resume_step() + 1);
+    if (!options_.bearer_token.empty()) {
+      generation->stream_context.AddMetadata("authorization",
+                                             "Bearer " + options_.bearer_token);
+    }
+    generation->stream =
+        stub_->StreamAssignments(&generation->stream_context, request);
+  }
+  Generation* g = generation.get();
+  generation->pipeline = std::make_unique<InputPipeline>(
+      job.data.get(),
+      [g]() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
+        v1::StepAssignment assignment;
+        if (g->stream->Read(&assignment)) return assignment;
+        const grpc::Status status = g->stream->Finish();
+        if (status.ok()) return std::nullopt;
+        return FromGrpcStatus(status);
+      },
+      options_.prefetch_steps);
+  if (generation_over_) generation->Abort();  // raced with the heartbeat
+  GradientBuckets buckets(job.model->parameters(),
+                          generation->communicator.get());
+
+  // --- the steps -----------------------------------------------------------
+  Outcome outcome = Outcome::kRejoin;
+  absl::Status error;
+  for (int64_t step = world.resume_step() + 1; step < job.total_steps; ++step) {
+    if (generation_over_) break;
+    const absl::Time step_start = absl::Now();
+    absl::Duration waited;
+    absl::StatusOr<Batch> batch = generation->pipeline->Next(&waited);
+    if (!batch.ok()) {
+      if (!generation_over_) error = batch.status();
+      break;
+    }
+    if (batch->step != step) {
+      error = absl::InternalError(absl::StrCat(
+          "assignment for step ", batch->step, " arrived at step ", step));
+      break;
+    }
+    metrics_->data_wait_seconds->Observe(absl::ToDoubleSeconds(waited));
+
+    // Forward and backward; buckets all-reduce during backward. The loss is
+    // this rank's sum over its examples divided by the global batch, so the
+    // summed gradients are the global batch's mean gradient.
+    job.model->zero_grad();
+    const torch::Tensor logits = job.model->forward(batch->images);
+    const torch::Tensor local_loss =
+        SummedLoss(logits, batch->labels, job.spec.model().loss());
+    (local_loss / static_cast<double>(global_batch)).backward();
+    absl::Status reduced = buckets.FinishReduction();
+    // The stop flag rides in its own all-reduce: every rank sees the same
+    // sum at the same step, so they all checkpoint at this step's end.
+    torch::Tensor stop =
+        torch::tensor({(preempting_ || checkpoint_requested_) ? 1.0f : 0.0f});
+    if (reduced.ok()) reduced = generation->communicator->AllReduceSum(stop);
+    if (!reduced.ok()) {
+      if (!generation_over_) {
+        LOG(WARNING) << "all-reduce failed at step " << step << ": " << reduced;
+        ReportCollectiveError(reduced);
+      }
+      break;
+    }
+    const bool stop_here = stop.item<float>() > 0;
+    const double learning_rate =
+        LearningRate(job.spec.schedule(), step, job.total_steps);
+    metrics_->gradient_norm->Set(GlobalGradNorm(job.params));
+    job.optimizer->Step(learning_rate);
+
+    // Log and report what this rank trained on (the log feeds the coverage
+    // audit; the digest lets the coordinator check it against the plan).
+    const int64_t examples = static_cast<int64_t>(batch->ids.size());
+    RETURN_IF_ERROR(
+        job.consumed->Append({world.generation(), step, world.rank(),
+                              world.world_size(), batch->ids}));
+    const double mean_loss =
+        local_loss.item<double>() / std::max<int64_t>(examples, 1);
+    const double step_seconds = absl::ToDoubleSeconds(absl::Now() - step_start);
+    v1::ReportStepRequest report;
+    report.set_worker_id(options_.worker_id);
+    report.set_incarnation(options_.incarnation);
+    report.set_generation(world.generation());
+    report.set_step(step);
+    report.set_loss(mean_loss);
+    report.set_step_seconds(step_seconds);
+    report.set_data_wait_seconds(absl::ToDoubleSeconds(waited));
+    report.set_example_digest(sampler::ExampleDigest(batch->ids));
+    report.set_example_count(examples);
+    const bool last = step + 1 == job.total_steps;
+    const int64_t eval_interval = job.spec.eval().interval_steps();
+    if (world.rank() == 0 && job.eval_data != nullptr &&
+        (last || (eval_interval > 0 && (step + 1) % eval_interval == 0))) {
+      ASSIGN_OR_RETURN(const double accuracy,
+                       Evaluate(*job.model, *job.eval_data));
+      report.set_eval_accuracy(accuracy);
+      LOG(INFO) << job.name << " step " << step << ": eval accuracy "
+                << accuracy;
+    }
+    {
+      v1::ReportStepResponse ignored;
+      auto context = Context(absl::Seconds(5));
+      const grpc::Status status =
+          stub_->ReportStep(context.get(), report, &ignored);
+      if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        return FromGrpcStatus(status);  // the audit caught a bug: stop
+      }
+    }
+    metrics_->step->Set(step);
+    metrics_->step_seconds->Observe(step_seconds);
+    metrics_->examples->Increment(examples);
+    metrics_->examples_per_second->Set(global_batch /
+                                       std::max(step_seconds, 1e-9));
+    metrics_->loss->Set(mean_loss);
+    metrics_->learning_rate->Set(learning_rate);
+    metrics_->allreduce_seconds->Observe(buckets.last_reduce_seconds());
+    metrics_->allreduce_bytes->Increment(buckets.last_reduce_bytes());
+
+    const int64_t interval = job.spec.checkpoint().interval_steps();
+    if (last || stop_here || (step + 1) % interval == 0) {
+      const absl::Status checkpointed = Checkpoint(world, step);
+      if (!checkpointed.ok()) {
+        LOG(WARNING) << "checkpoint of step " << step << ": " << checkpointed;
+        if (!absl::IsAborted(checkpointed)) error = checkpointed;
+        break;
+      }
+    }
+    if (stop_here && preempting_) {
+      release();
+      generation->Abort();
+      LOG(INFO) << options_.worker_id
+                << " preempted: emergency checkpoint of step " << step
+                << " written; waiting for the commit";
+      RETURN_IF_ERROR(WaitForCommit(step));
+      return Outcome::kPreempted;
+    }
+    if (last) outcome = Outcome::kJobFinished;
+  }
+  release();
+  generation->Abort();
+  if (job_finished_) return Outcome::kJobFinished;
+  if (outcome == Outcome::kJobFinished) {
+    // Our part is done; the job ends once every rank's final commit is in.
+    while (!job_finished_ && !generation_over_) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return job_finished_ ? Outcome::kJobFinished : Outcome::kRejoin;
+  }
+  if (!error.ok() && !generation_over_) {
+    LOG(WARNING) << "generation " << world.generation() << " ends: " << error;
+    ReportCollectiveError(error);
+  }
+  return Outcome::kRejoin;
+}
+
+}  // namespace podtrain::worker

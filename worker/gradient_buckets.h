@@ -1,0 +1,175 @@
+// DDP-style gradient bucketing: all-reduce gradients in flat buckets while
+// backward is still running, instead of one parameter at a time after it.
+//
+// How a step goes (PyTorch DDP's Reducer, reduced to what podtrain needs):
+//   * At construction the parameters are taken in reverse registration order
+//     (roughly the order backward produces their gradients) and packed into
+//     buckets: the first at most first_bucket_bytes (1 MB), the rest at most
+//     bucket_bytes (25 MB), one dtype and device per bucket. A parameter
+//     larger than the limit gets a bucket of its own. Every rank builds the
+//     same buckets from the same model, so bucket i means the same thing on
+//     every rank.
+//   * A hook on every parameter (Tensor::register_hook) copies its gradient
+//     into its bucket's flat buffer as backward produces it. When a bucket's
+//     last gradient arrives, the bucket is handed to a background
+//     communication thread, which all-reduces the buckets strictly in index
+//     order (so every rank issues the same sequence of collectives) while
+//     backward goes on computing the next gradients.
+//   * FinishReduction() then launches what backward left unlaunched (a
+//     parameter this rank did not use contributes zeros: other ranks may
+//     have used it), waits for every bucket, and writes the summed values
+//     into every parameter's .grad().
+// The reduction is a plain SUM: the trainer scales its loss by
+// 1/global_batch, so the sum of the ranks' gradients is the global batch's
+// gradient.
+//
+// A hook sees the gradient before autograd accumulates it into .grad(), so
+// it packs .grad() + incoming: what .grad() is about to hold. Afterwards
+// .grad() is overwritten with the reduction, so accumulating over several
+// micro-batches works when FinishReduction follows the last of them — but
+// each parameter's gradient may arrive only once between two
+// FinishReduction calls (a second arrival is FAILED_PRECONDITION).
+//
+//   GradientBuckets buckets(model->parameters(), communicator);
+//   loss.backward();                            // buckets reduce meanwhile
+//   RETURN_IF_ERROR(buckets.FinishReduction());  // .grad() = sum over ranks
+//
+// Errors from the communicator (UNAVAILABLE, ABORTED, DEADLINE_EXCEEDED)
+// come back from FinishReduction naming the bucket. Any error is final:
+// every later FinishReduction returns it at once, because the communicator
+// it used is broken; build a new GradientBuckets for the next generation.
+//
+// Thread-safety: one thread drives it (backward, FinishReduction,
+// ReduceNow); the hooks run on autograd's thread for that backward. The
+// communicator is used by the communication thread from the first hook of a
+// step until FinishReduction returns, and is the caller's own in between.
+// Destruction joins the communication thread, so abort the communicator
+// first if a reduction may still be in flight (it then ends promptly).
+
+#ifndef PODTRAIN_WORKER_GRADIENT_BUCKETS_H_
+#define PODTRAIN_WORKER_GRADIENT_BUCKETS_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "worker/collectives.h"
+
+namespace podtrain::worker {
+
+struct GradientBucketOptions {
+  // PyTorch DDP's defaults (kDefaultFirstBucketBytes, bucket_cap_mb). The
+  // small first bucket starts communication early in backward.
+  int64_t first_bucket_bytes = 1 << 20;
+  int64_t bucket_bytes = 25 << 20;
+};
+
+// The bucket assignment: for each bucket, indices into `parameters`.
+// `parameters` are in registration order; buckets are filled from the last
+// parameter backwards, each bucket holding one dtype and device and at most
+// first_bucket_bytes (bucket 0) or bucket_bytes (the rest) unless a single
+// parameter is larger. Pure; exposed for tests and for logging the layout.
+std::vector<std::vector<size_t>> AssignBuckets(
+    const std::vector<torch::Tensor>& parameters,
+    const GradientBucketOptions& options);
+
+class GradientBuckets {
+ public:
+  // Hooks every parameter of `parameters` (registration order, e.g.
+  // Module::parameters()) that requires grad.
+  // REQUIRES: `communicator` is not null and outlives this object; every
+  // rank passes parameters of the same shapes and dtypes in the same order
+  // (Gloo aborts the process when ranks reduce different sizes).
+  GradientBuckets(std::vector<torch::Tensor> parameters,
+                  Communicator* communicator,
+                  GradientBucketOptions options = {});
+  // Removes the hooks and joins the communication thread.
+  ~GradientBuckets();
+
+  GradientBuckets(const GradientBuckets&) = delete;
+  GradientBuckets& operator=(const GradientBuckets&) = delete;
+
+  // Completes this step's reduction (see above) and returns the first error.
+  // On success every hooked parameter's .grad() holds the sum over ranks.
+  absl::Status FinishReduction();
+
+  // The synchronous path, for gradients that did not come from a backward
+  // through the hooks (set by hand, or computed elsewhere): reduces every
+  // parameter's current .grad() (zeros where undefined) now.
+  // FAILED_PRECONDITION if a hook has fired since the last FinishReduction.
+  absl::Status ReduceNow();
+
+  // The last completed step (FinishReduction or ReduceNow):
+  // Time spent inside all-reduce calls (overlapped with backward or not).
+  double last_reduce_seconds() const;
+  // Bytes all-reduced (this rank's buffers).
+  int64_t last_reduce_bytes() const;
+  // Time FinishReduction spent waiting: the communication backward did not
+  // hide.
+  double last_wait_seconds() const;
+  // Buckets handed to the communication thread before the step's last
+  // gradient arrived: those whose reduction could overlap backward.
+  int last_buckets_launched_before_last_grad() const;
+
+  int num_buckets() const { return static_cast<int>(buckets_.size()); }
+  // Indices (into the constructor's `parameters`) of bucket i's parameters.
+  const std::vector<size_t>& bucket_parameters(int i) const {
+    return buckets_[i].params;
+  }
+
+ private:
+  struct Bucket {
+    // Constant after construction.
+    std::vector<size_t> params;    // indices into params_
+    std::vector<int64_t> offsets;  // of each param in `buffer`, in elements
+    torch::Tensor buffer;          // flat; written by hooks, then reduced
+    int64_t bytes = 0;
+    // This step's progress, guarded by mu_.
+    int pending = 0;        // gradients not yet in `buffer`
+    bool launched = false;  // handed to the communication thread
+    int64_t hooks_at_launch = -1;
+  };
+
+  void OnGradient(size_t param, const torch::Tensor& grad);
+  // Marks bucket b launched (its buffer is complete).
+  void LaunchLocked(size_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CommunicationLoop();
+  // Resets the per-step state after a step has been reduced.
+  void ResetStepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  const std::vector<torch::Tensor> params_;  // the hooked ones
+  Communicator* const communicator_;
+  std::vector<Bucket> buckets_;
+  std::vector<size_t> bucket_of_;       // per param
+  std::vector<size_t> slot_in_bucket_;  // per param
+  std::vector<unsigned> hook_handles_;  // per param
+
+  mutable absl::Mutex mu_;
+  std::vector<bool> arrived_ ABSL_GUARDED_BY(mu_);  // per param, this step
+  int64_t hooks_this_step_ ABSL_GUARDED_BY(mu_) = 0;
+  // Buckets [0, next_to_reduce_) of this step are reduced.
+  size_t next_to_reduce_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The first error; final (see the header comment).
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  absl::Duration reduce_time_ ABSL_GUARDED_BY(mu_);
+  int64_t reduce_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // The last completed step's figures.
+  double last_reduce_seconds_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_reduce_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  double last_wait_seconds_ ABSL_GUARDED_BY(mu_) = 0;
+  int last_overlapped_ ABSL_GUARDED_BY(mu_) = 0;
+
+  std::thread thread_;
+};
+
+}  // namespace podtrain::worker
+
+#endif  // PODTRAIN_WORKER_GRADIENT_BUCKETS_H_
