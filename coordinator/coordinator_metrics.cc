@@ -106,17 +106,17 @@ void CoordinatorMetrics::CountCommittedExamples(int64_t examples) {
 
 void CoordinatorMetrics::SetJobProgress(const std::string& job,
                                         const JobProgress& progress) {
-  job_committed_step_.Add({{"job", job}}).Set(progress.committed_step);
-  job_epoch_.Add({{"job", job}}).Set(progress.epoch);
-  job_world_size_.Add({{"job", job}}).Set(progress.world_size);
-  job_generation_.Add({{"job", job}}).Set(progress.generation);
-  job_lookahead_.Add({{"job", job}}).Set(progress.lookahead_steps);
+  job_committed_step_.Add({{"job_name", job}}).Set(progress.committed_step);
+  job_epoch_.Add({{"job_name", job}}).Set(progress.epoch);
+  job_world_size_.Add({{"job_name", job}}).Set(progress.world_size);
+  job_generation_.Add({{"job_name", job}}).Set(progress.generation);
+  job_lookahead_.Add({{"job_name", job}}).Set(progress.lookahead_steps);
 }
 
 void CoordinatorMetrics::RemoveJob(const std::string& job) {
   for (auto* family : {&job_committed_step_, &job_epoch_, &job_world_size_,
                        &job_generation_, &job_lookahead_}) {
-    auto& gauge = family->Add({{"job", job}});
+    auto& gauge = family->Add({{"job_name", job}});
     family->Remove(&gauge);
   }
 }

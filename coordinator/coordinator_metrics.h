@@ -1,4 +1,5 @@
-// The coordinator's Prometheus metrics. Per-job series carry a `job` label
+// The coordinator's Prometheus metrics. Per-job series carry a `job_name`
+// label (not `job`, which Prometheus sets to the scrape job)
 // and are removed when the job ends, so the label stays bounded by the jobs
 // alive at once.
 //
@@ -11,10 +12,11 @@
 //       (first rank's vote to the durable commit)
 //   podtrain_coordinator_committed_examples_total         counter
 //   podtrain_coordinator_audit_mismatches_total           counter
-//   podtrain_job_committed_step{job}, podtrain_job_epoch{job} (fractional
-//       epochs of the committed lineage), podtrain_job_world_size{job},
-//       podtrain_job_generation{job},
-//       podtrain_job_assignment_lookahead_steps{job}
+//   podtrain_job_committed_step{job_name}, podtrain_job_epoch{job_name}
+//   (fractional
+//       epochs of the committed lineage), podtrain_job_world_size{job_name},
+//       podtrain_job_generation{job_name},
+//       podtrain_job_assignment_lookahead_steps{job_name}
 //
 // Thread-safety: thread-safe (prometheus-cpp metrics are; the method cache
 // has its own mutex).

@@ -548,15 +548,15 @@ TEST_F(CoordinatorTest, MetricsFollowJobsWorkersGenerationsAndCommits) {
       has("podtrain_coordinator_generation_changes_total{cause=\"first\"} 1"));
   // Steps 0..9 of global batch 100.
   EXPECT_TRUE(has("podtrain_coordinator_committed_examples_total 1000"));
-  EXPECT_TRUE(has("podtrain_job_committed_step{job=\"jobs/000001\"} 9"));
-  EXPECT_TRUE(has("podtrain_job_epoch{job=\"jobs/000001\"} 1"));
+  EXPECT_TRUE(has("podtrain_job_committed_step{job_name=\"jobs/000001\"} 9"));
+  EXPECT_TRUE(has("podtrain_job_epoch{job_name=\"jobs/000001\"} 1"));
   EXPECT_TRUE(
       has("podtrain_coordinator_checkpoint_commit_duration_seconds_"
           "count 1"));
   ASSERT_TRUE(coordinator_->CancelJob(job).ok());
   coordinator_->Tick();
   // A finished job's series are gone; the state counts moved.
-  EXPECT_EQ(text().find("job=\"jobs/000001\""), std::string::npos);
+  EXPECT_EQ(text().find("job_name=\"jobs/000001\""), std::string::npos);
   EXPECT_TRUE(has("podtrain_coordinator_jobs{state=\"CANCELLED\"} 1"));
 }
 

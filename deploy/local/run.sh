@@ -12,6 +12,10 @@
 #          audit_duplicates=<n> epochs=<e> steps=<s> seconds=<t>
 #
 #   bash deploy/local/run.sh [--workers N] [--workdir DIR] [--epochs E]
+#                            [--bin-dir DIR]
+# --bin-dir uses binaries already built (a directory with cli/, coordinator/
+# and worker/ below it, e.g. a Bazel runfiles tree) and skips install/build:
+# this is how tests/local_demo_test runs it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -19,19 +23,26 @@ repo=$PWD
 workers=2
 work="$repo/.demo"
 epochs=""
+bin=""
+usage="usage: $0 [--workers N] [--workdir DIR] [--epochs E] [--bin-dir DIR]"
 while (($# > 0)); do
   case "$1" in
     --workers) workers="$2"; shift 2 ;;
     --workdir) work="$2"; shift 2 ;;
     --epochs) epochs="$2"; shift 2 ;;
-    *) echo "usage: $0 [--workers N] [--workdir DIR] [--epochs E]" >&2; exit 2 ;;
+    --bin-dir) bin="$2"; shift 2 ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
 done
 
-bash deploy/install_deps.sh || exit 1
-bazel build //cli:podtrain //cli:podtrain-data //cli:podtrain-audit \
-  //coordinator:podtrain-coordinator //worker:podtrain-worker || exit 1
-bin="$repo/bazel-bin"
+built_here=false
+if [[ -z "$bin" ]]; then
+  bash deploy/install_deps.sh || exit 1
+  bazel build //cli:podtrain //cli:podtrain-data //cli:podtrain-audit \
+    //coordinator:podtrain-coordinator //worker:podtrain-worker || exit 1
+  bin="$repo/bazel-bin"
+  built_here=true
+fi
 
 rm -rf "$work" && mkdir -p "$work/logs"
 pids=()
@@ -43,7 +54,8 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
-  bazel shutdown >/dev/null 2>&1
+  $built_here && bazel shutdown >/dev/null 2>&1
+  return 0
 }
 trap cleanup EXIT
 
@@ -121,11 +133,16 @@ echo "== audit: exactly once per epoch in the committed lineage"
 missing=$(sed -n 's/.* missing=\([0-9]*\).*/\1/p' "$work/audit.txt" | tail -1)
 duplicates=$(sed -n 's/.* duplicates=\([0-9]*\).*/\1/p' "$work/audit.txt" | tail -1)
 
-echo "== Prometheus: the workers' training metrics, through its HTTP API"
-sleep 3  # one more scrape after the end
-curl -s "http://127.0.0.1:$prometheus_port/api/v1/query?query=podtrain_worker_examples_total" |
-  /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print("podtrain_worker_examples_total:", {x["metric"]["instance"]: x["value"][1] for x in r})' ||
-  echo "Prometheus query failed"
+echo "== Prometheus: the training metrics it scraped, through its HTTP API"
+prometheus_series=0
+for query in podtrain_worker_examples_total podtrain_worker_loss podtrain_job_committed_step \
+  podtrain_coordinator_committed_examples_total; do
+  answer=$(curl -s "http://127.0.0.1:$prometheus_port/api/v1/query?query=max_over_time($query%5B10m%5D)")
+  series=$(echo "$answer" | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(len(r))' 2>/dev/null || echo 0)
+  echo "$query: $series series; $(echo "$answer" | head -c 300)"
+  ((series > 0)) && prometheus_series=$((prometheus_series + series))
+done
+echo "prometheus: $prometheus_series series of training metrics scraped"
 
 echo "RESULT job=${job#jobs/} state=$state test_accuracy=$accuracy audit_missing=${missing:-unknown} audit_duplicates=${duplicates:-unknown} epochs=$epochs_done steps=$steps seconds=$seconds"
 [[ "$state" == "SUCCEEDED" && "$missing" == "0" && "$duplicates" == "0" ]]
