@@ -280,6 +280,7 @@ class ChaosDriver {
       case 1:
       case 2:
         Log(absl::StrCat("SIGKILL ", victim), committed_step);
+        terminated_.erase(victim);  // a kill overrides a pending SIGTERM
         cluster_->worker(victim)->Signal(SIGKILL);
         cluster_->worker(victim)->Wait(absl::Seconds(5));
         break;
