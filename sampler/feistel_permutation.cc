@@ -23,16 +23,22 @@ uint64_t DeriveKey(uint64_t seed, uint64_t epoch, uint64_t stream) {
 }
 
 absl::StatusOr<FeistelPermutation> FeistelPermutation::Create(uint64_t n,
-                                                              uint64_t key) {
+                                                              uint64_t key,
+                                                              int rounds) {
   if (n == 0 || n > kMaxSize) {
     return absl::InvalidArgumentError(
         absl::StrCat("permutation size must be in [1, 2^62], got ", n,
                      n == 0 ? " (an empty dataset has no epoch order)" : ""));
   }
-  return FeistelPermutation(n, key);
+  if (rounds < 2 || rounds > kMaxRounds || rounds % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rounds must be even and in [2, ", kMaxRounds, "], got ", rounds));
+  }
+  return FeistelPermutation(n, key, rounds);
 }
 
-FeistelPermutation::FeistelPermutation(uint64_t n, uint64_t key) : n_(n) {
+FeistelPermutation::FeistelPermutation(uint64_t n, uint64_t key, int rounds)
+    : n_(n), rounds_(rounds) {
   // Two bits at least, so each half has one and Round needs no branch; for
   // n <= 2 cycle-walking over the 4-value domain stays exact.
   const int bits = std::max(BitLength(n - 1), 2);
@@ -41,13 +47,13 @@ FeistelPermutation::FeistelPermutation(uint64_t n, uint64_t key) : n_(n) {
   left_shift_ = 64 - left_bits;
   right_shift_ = 64 - right_bits_;
   right_mask_ = (uint64_t{1} << right_bits_) - 1;
-  for (int r = 0; r < kRounds; ++r) round_keys_[r] = Mix64(key + r);
+  for (int r = 0; r < rounds_; ++r) round_keys_[r] = Mix64(key + r);
 }
 
 uint64_t FeistelPermutation::Encrypt(uint64_t x) const {
   uint64_t left = x >> right_bits_;
   uint64_t right = x & right_mask_;
-  for (int r = 0; r < kRounds; r += 2) {
+  for (int r = 0; r < rounds_; r += 2) {
     left ^= Round(right, round_keys_[r], left_shift_);
     right ^= Round(left, round_keys_[r + 1], right_shift_);
   }
@@ -56,16 +62,34 @@ uint64_t FeistelPermutation::Encrypt(uint64_t x) const {
 
 void FeistelPermutation::ApplyToRange(uint64_t begin, uint64_t count,
                                       uint64_t* out) const {
-  for (uint64_t k = 0; k < count; ++k) out[k] = Encrypt(begin + k);
-  for (uint64_t k = 0; k < count; ++k) {
-    while (out[k] >= n_) out[k] = Encrypt(out[k]);
+  // Blocks small enough for a stack buffer of out-of-range positions.
+  constexpr uint64_t kBlock = 512;
+  for (uint64_t block = 0; block < count; block += kBlock) {
+    const uint64_t size = std::min(kBlock, count - block);
+    uint64_t* values = out + block;
+    for (uint64_t k = 0; k < size; ++k) values[k] = Encrypt(begin + block + k);
+    // Cycle-walk the values that landed outside [0, n): first list them
+    // without branching, then walk just those, so the common case (in
+    // range) costs no mispredicted branch.
+    uint16_t walk[kBlock];
+    uint64_t walking = 0;
+    for (uint64_t k = 0; k < size; ++k) {
+      walk[walking] = static_cast<uint16_t>(k);
+      walking += values[k] >= n_;
+    }
+    for (uint64_t w = 0; w < walking; ++w) {
+      uint64_t& value = values[walk[w]];
+      do {
+        value = Encrypt(value);
+      } while (value >= n_);
+    }
   }
 }
 
 uint64_t FeistelPermutation::Decrypt(uint64_t x) const {
   uint64_t left = x >> right_bits_;
   uint64_t right = x & right_mask_;
-  for (int r = kRounds - 2; r >= 0; r -= 2) {
+  for (int r = rounds_ - 2; r >= 0; r -= 2) {
     right ^= Round(left, round_keys_[r + 1], right_shift_);
     left ^= Round(right, round_keys_[r], left_shift_);
   }

@@ -45,12 +45,19 @@ uint64_t Mix64(uint64_t x);
 
 class FeistelPermutation {
  public:
+  // Rounds of the global order (and the default). Windows of the
+  // locality-aware order use kWindowRounds: their domains are ~2^20, where 6
+  // rounds already give full avalanche (quality_test.cc), and the windowed
+  // order must also pay for its shard lookup.
   static constexpr int kRounds = 8;
+  static constexpr int kWindowRounds = 6;
+  static constexpr int kMaxRounds = 16;
   static constexpr uint64_t kMaxSize = uint64_t{1} << 62;
 
   // A permutation of [0, n) keyed by `key`. INVALID_ARGUMENT unless
-  // 1 <= n <= kMaxSize.
-  static absl::StatusOr<FeistelPermutation> Create(uint64_t n, uint64_t key);
+  // 1 <= n <= kMaxSize and `rounds` is even and in [2, kMaxRounds].
+  static absl::StatusOr<FeistelPermutation> Create(uint64_t n, uint64_t key,
+                                                   int rounds = kRounds);
 
   uint64_t size() const { return n_; }
 
@@ -85,7 +92,7 @@ class FeistelPermutation {
   uint64_t Decrypt(uint64_t x) const;
 
  private:
-  FeistelPermutation(uint64_t n, uint64_t key);
+  FeistelPermutation(uint64_t n, uint64_t key, int rounds);
 
   // The top bits of a keyed 64-bit multiply of v (`shift` = 64 - width):
   // every bit of v moves them, which a low-bits mask would not give. Widths
@@ -95,11 +102,12 @@ class FeistelPermutation {
   }
 
   uint64_t n_;
+  int rounds_;
   int right_bits_;
   int left_shift_;
   int right_shift_;
   uint64_t right_mask_;
-  std::array<uint64_t, kRounds> round_keys_;
+  std::array<uint64_t, kMaxRounds> round_keys_;
 };
 
 }  // namespace podtrain::sampler

@@ -76,6 +76,17 @@ TEST(FeistelPermutationTest, SampledBijectionAtHugeSizes) {
   }
 }
 
+TEST(FeistelPermutationTest, EveryEvenRoundCountIsABijection) {
+  for (int rounds = 2; rounds <= FeistelPermutation::kMaxRounds; rounds += 2) {
+    auto p = FeistelPermutation::Create(1025, DeriveKey(1, 2, 3), rounds);
+    ASSERT_TRUE(p.ok());
+    ExpectBijection(*p);
+  }
+  EXPECT_FALSE(FeistelPermutation::Create(10, 1, 3).ok());
+  EXPECT_FALSE(FeistelPermutation::Create(10, 1, 0).ok());
+  EXPECT_FALSE(FeistelPermutation::Create(10, 1, 18).ok());
+}
+
 TEST(FeistelPermutationTest, RejectsEmptyAndOversizedDomains) {
   auto empty = FeistelPermutation::Create(0, 1);
   EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);

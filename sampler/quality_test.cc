@@ -40,8 +40,9 @@ std::vector<std::vector<double>> FlipProbabilities(const FeistelPermutation& p,
   return flips;
 }
 
-void ExpectFullAvalanche(uint64_t n, int bits) {
-  auto p = *FeistelPermutation::Create(n, DeriveKey(5, 0, 1));
+void ExpectFullAvalanche(uint64_t n, int bits,
+                         int rounds = FeistelPermutation::kRounds) {
+  auto p = *FeistelPermutation::Create(n, DeriveKey(5, 0, 1), rounds);
   constexpr int kSamples = 4000;
   const auto flips = FlipProbabilities(p, bits, kSamples);
   double total_deviation = 0;
@@ -61,6 +62,14 @@ TEST(QualityTest, EveryInputBitFlipsEveryOutputBitHalfTheTime) {
   ExpectFullAvalanche(uint64_t{1} << 32, 32);
   ExpectFullAvalanche(uint64_t{1} << 40, 40);
   ExpectFullAvalanche(uint64_t{1} << 21, 21);  // odd width: unequal halves
+}
+
+// Windows of the locality-aware order use fewer rounds; their domains
+// (~2^16 to 2^26 examples) still get full avalanche.
+TEST(QualityTest, WindowRoundsStillAvalancheOnWindowSizedDomains) {
+  ExpectFullAvalanche(uint64_t{1} << 16, 16, FeistelPermutation::kWindowRounds);
+  ExpectFullAvalanche(uint64_t{1} << 21, 21, FeistelPermutation::kWindowRounds);
+  ExpectFullAvalanche(uint64_t{1} << 26, 26, FeistelPermutation::kWindowRounds);
 }
 
 // Chi-square statistic of `counts` against a uniform expectation.

@@ -134,7 +134,7 @@ TEST(WindowedPermutationTest, MemoryIsLinearInShardsAndIndependentOfN) {
   // The global shuffle needs no tables at all.
   auto global = *WindowedPermutation::Create(jft, 40'000, 1, 0);
   EXPECT_TRUE(global.is_global());
-  EXPECT_LE(global.MemoryBytes(), 256u);
+  EXPECT_LE(global.MemoryBytes(), 512u);  // a few keys, no tables
 }
 
 TEST(WindowedPermutationTest, BadInputGivesAClearError) {
