@@ -755,10 +755,9 @@ void Coordinator::MaybeFinishCheckpoint(const JobRecord& job, int64_t step,
   }
 }
 
-absl::Status Coordinator::StoreSet(const v1::StoreSetRequest& request) {
-  absl::MutexLock lock(&mu_);
+absl::StatusOr<const JobRecord*> Coordinator::JobOfStoreKey(
+    const std::string& key) const {
   // Keys are "<job>/generation/<g>/<gloo key>" (the bootstrap prefix).
-  const std::string& key = request.key();
   const size_t slash = key.find("/generation/");
   const JobRecord* job = slash == std::string::npos
                              ? nullptr
@@ -767,6 +766,13 @@ absl::Status Coordinator::StoreSet(const v1::StoreSetRequest& request) {
     return absl::InvalidArgumentError(
         absl::StrCat("key: '", key, "' is not under a job's store prefix"));
   }
+  return job;
+}
+
+absl::Status Coordinator::StoreSet(const v1::StoreSetRequest& request) {
+  absl::MutexLock lock(&mu_);
+  const std::string& key = request.key();
+  ASSIGN_OR_RETURN(const JobRecord* job, JobOfStoreKey(key));
   Runtime(*job).store[key] = request.value();
   ++version_;
   return absl::OkStatus();
@@ -776,14 +782,7 @@ absl::StatusOr<v1::StoreGetResponse> Coordinator::StoreGet(
     const v1::StoreGetRequest& request, absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   const std::string& key = request.key();
-  const size_t slash = key.find("/generation/");
-  const JobRecord* job = slash == std::string::npos
-                             ? nullptr
-                             : state_.FindJob(key.substr(0, slash));
-  if (job == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("key: '", key, "' is not under a job's store prefix"));
-  }
+  ASSIGN_OR_RETURN(const JobRecord* job, JobOfStoreKey(key));
   const std::string name = job->name;
   const auto present = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return runtime_[name].store.count(key) > 0 || shutting_down_;

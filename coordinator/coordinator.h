@@ -206,6 +206,9 @@ class Coordinator {
       const std::string& worker_id, int64_t generation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // The job whose store a collective-bootstrap key belongs to.
+  absl::StatusOr<const JobRecord*> JobOfStoreKey(const std::string& key) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Opens the rendezvous of job `name`'s next generation.
   void RequestNewGeneration(const std::string& name, const std::string& reason,
                             bool involuntary)
