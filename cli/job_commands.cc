@@ -467,6 +467,23 @@ void PrepareContext(const ClientOptions& client, absl::Time deadline,
   }
 }
 
+// What to check when gRPC reports a connection that broke during setup: a
+// TLS coordinator drops a plaintext or certificate-less client with no more
+// than "Socket closed", and a failed handshake names no file.
+std::string TlsHint(const ClientOptions& client, absl::string_view message) {
+  const bool setup_failed =
+      absl::StrContains(message, "Socket closed") ||
+      absl::StrContains(absl::AsciiStrToLower(message), "handshake");
+  if (!setup_failed) return "";
+  if (client.channel_credentials == nullptr) {
+    return " (if the coordinator serves TLS, give --tls_ca, and --tls_cert "
+           "and --tls_key if it requires client certificates)";
+  }
+  return " (TLS: check that --tls_ca signed the coordinator's certificate "
+         "and, if it requires client certificates, that --tls_cert and "
+         "--tls_key hold one its CA signed)";
+}
+
 // The status a command reports for a failed call: the code unchanged, the
 // message with what a user needs to act on it.
 absl::Status Explain(const ClientOptions& client, const grpc::Status& status,
@@ -474,10 +491,10 @@ absl::Status Explain(const ClientOptions& client, const grpc::Status& status,
   const absl::Status error = services::FromGrpcStatus(status);
   switch (error.code()) {
     case absl::StatusCode::kUnavailable:
-      return absl::UnavailableError(
-          absl::StrCat("cannot reach the coordinator at ", client.coordinator,
-                       " (", attempts, attempts == 1 ? " attempt" : " attempts",
-                       "): ", error.message()));
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach the coordinator at ", client.coordinator, " (",
+          attempts, attempts == 1 ? " attempt" : " attempts",
+          "): ", error.message(), TlsHint(client, error.message())));
     case absl::StatusCode::kDeadlineExceeded:
       return absl::DeadlineExceededError(absl::StrCat(
           "no answer from the coordinator at ", client.coordinator, " within ",

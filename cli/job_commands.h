@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -58,6 +59,9 @@ struct ClientOptions {
   std::string coordinator = "127.0.0.1:7070";
   // If not empty, every call carries "authorization: Bearer <token>".
   std::string bearer_token;
+  // TLS credentials the stub's channel was made with (services/tls.h);
+  // null: plaintext. Errors from a failed handshake mention them.
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials;
   OutputFormat output = OutputFormat::kText;
   // Deadline of one unary command, retries and backoff included.
   absl::Duration timeout = absl::Seconds(30);

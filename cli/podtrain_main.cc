@@ -31,6 +31,7 @@
 #include "common/status_macros.h"
 #include "proto/job.grpc.pb.h"
 #include "services/channel.h"
+#include "services/tls.h"
 
 namespace {
 
@@ -57,6 +58,10 @@ constexpr char kUsage[] =
     "127.0.0.1:7070\n"
     "  --token_file PATH        file holding the bearer token, default\n"
     "                           $PODTRAIN_TOKEN_FILE\n"
+    "  --tls_ca PATH            PEM CA the coordinator's certificate must\n"
+    "                           chain to; any --tls_* flag: use TLS\n"
+    "  --tls_cert PATH          PEM client certificate (mutual TLS)\n"
+    "  --tls_key PATH           PEM private key of --tls_cert\n"
     "  --output text|json       json: one JSON object per line\n"
     "  --timeout_seconds N      deadline of each call, retries included "
     "(30)\n"
@@ -70,6 +75,10 @@ const std::map<std::string, std::string>& FlagOwners() {
   static const auto* owners = new std::map<std::string, std::string>{
       {"coordinator", ""},
       {"token_file", ""},
+      // Any of the three turns TLS on.
+      {"tls_ca", ""},
+      {"tls_cert", ""},
+      {"tls_key", ""},
       {"output", ""},
       {"timeout_seconds", ""},
       {"help", ""},
@@ -168,6 +177,7 @@ struct Invocation {
   std::string argument;
   ClientOptions client;
   std::string token_file;
+  podtrain::services::TlsOptions tls;
   std::string request_id;
   int32_t page_size = 0;
   bool all = false;
@@ -180,6 +190,9 @@ absl::Status ParseGlobalFlags(const CommandLine& line, Invocation* run) {
     return absl::InvalidArgumentError("--coordinator: must not be empty");
   }
   run->token_file = line.Get("token_file", EnvOr("PODTRAIN_TOKEN_FILE", ""));
+  run->tls.ca_file = line.Get("tls_ca", "");
+  run->tls.cert_file = line.Get("tls_cert", "");
+  run->tls.key_file = line.Get("tls_key", "");
   const std::string output = line.Get("output", "text");
   if (output != "text" && output != "json") {
     return absl::InvalidArgumentError(
@@ -267,8 +280,14 @@ int Run(const Invocation& run) {
     if (!token.ok()) return Fail(token.status());
     client.bearer_token = *std::move(token);
   }
+  if (podtrain::services::TlsRequested(run.tls)) {
+    auto credentials = podtrain::services::MakeChannelCredentials(run.tls);
+    if (!credentials.ok()) return Fail(credentials.status());
+    client.channel_credentials = *std::move(credentials);
+  }
   const auto stub = podtrain::v1::JobService::NewStub(
-      podtrain::services::MakeCoordinatorChannel(client.coordinator));
+      podtrain::services::MakeCoordinatorChannel(client.coordinator,
+                                                 client.channel_credentials));
   absl::Status status;
   if (run.command == "submit") {
     status =

@@ -3,6 +3,12 @@
 //   podtrain-coordinator --address=127.0.0.1:7070
 //   --journal=/var/lib/podtrain/journal.db
 //
+// With mutual TLS, and a plaintext health-only port for Kubernetes probes:
+//
+//   podtrain-coordinator --address=0.0.0.0:7070 --tls_ca=ca.crt
+//   --tls_cert=coordinator.crt --tls_key=coordinator.key
+//   --health_address=0.0.0.0:8081
+//
 // SIGTERM or SIGINT: report NOT_SERVING, finish in-flight calls, exit 0. The
 // journal holds everything durable; a restarted coordinator recovers it and
 // the workers of running jobs carry on.
@@ -22,6 +28,7 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "services/coordinator_server.h"
+#include "services/tls.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:7070",
           "host:port to serve on (port 0: the OS picks; see --port_file)");
@@ -36,6 +43,21 @@ ABSL_FLAG(std::string, metrics_port_file, "",
           "if set, the bound metrics port is written here once serving");
 ABSL_FLAG(std::string, auth_token_file, "",
           "if set, a file holding the bearer token every call must carry");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA certificate(s) that client certificates must chain to");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM server certificate chain; with --tls_key, the port serves TLS "
+          "(none of --tls_*: plaintext)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(bool, tls_require_client_cert, true,
+          "with TLS, refuse clients without a certificate signed by --tls_ca "
+          "(mutual TLS); false: server-only TLS, --tls_ca unused");
+ABSL_FLAG(std::string, health_address, "",
+          "if set, host:port of a plaintext port serving only "
+          "grpc.health.v1.Health, for probes that cannot do TLS (port 0: the "
+          "OS picks; see --health_port_file)");
+ABSL_FLAG(std::string, health_port_file, "",
+          "if set, the bound health port is written here once serving");
 ABSL_FLAG(int64_t, heartbeat_ms, 300, "worker heartbeat interval");
 ABSL_FLAG(int64_t, lease_ms, 3000, "a worker silent this long is gone");
 ABSL_FLAG(int64_t, last_call_ms, 1000,
@@ -91,6 +113,13 @@ int main(int argc, char** argv) {
                << " is missing or empty";
     return 1;
   }
+  const podtrain::services::TlsOptions tls{
+      .ca_file = absl::GetFlag(FLAGS_tls_ca),
+      .cert_file = absl::GetFlag(FLAGS_tls_cert),
+      .key_file = absl::GetFlag(FLAGS_tls_key),
+      .require_client_cert = absl::GetFlag(FLAGS_tls_require_client_cert)};
+  if (podtrain::services::TlsRequested(tls)) options.tls = tls;
+  options.plaintext_health_address = absl::GetFlag(FLAGS_health_address);
   auto& coordinator = options.coordinator;
   coordinator.journal_path = absl::GetFlag(FLAGS_journal);
   coordinator.heartbeat_interval =
@@ -117,6 +146,8 @@ int main(int argc, char** argv) {
   }
   WritePortFile(absl::GetFlag(FLAGS_metrics_port_file),
                 (*server)->metrics_port());
+  WritePortFile(absl::GetFlag(FLAGS_health_port_file),
+                (*server)->health_port());
   // Last: a port file's appearance tells a launcher everything is up.
   WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->port());
   shutdown.WaitForNotification();

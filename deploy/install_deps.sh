@@ -17,6 +17,9 @@ PACKAGES=(
   # RPC and core libraries.
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev zlib1g-dev
+  # TLS: services/tls parses PEM files with OpenSSL; the tests make their
+  # certificates with the openssl command.
+  libssl-dev openssl
   # The podtrain CLI reads YAML job specs.
   libyaml-cpp-dev
   # Tests and benchmarks.

@@ -8,9 +8,24 @@
 #include "common/status_macros.h"
 
 namespace podtrain::services {
+namespace {
+
+std::string Describe(const CoordinatorServerOptions& options) {
+  if (!options.tls.has_value()) return "plaintext";
+  return options.tls->require_client_cert ? "mutual TLS" : "TLS";
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorServerOptions& options, Clock* clock) {
+  // Credentials first: a TLS misconfiguration is reported before the
+  // journal is opened or a port taken.
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (options.tls.has_value()) {
+    ASSIGN_OR_RETURN(credentials, MakeServerCredentials(*options.tls));
+  }
   auto server = std::unique_ptr<CoordinatorServer>(new CoordinatorServer);
   ASSIGN_OR_RETURN(server->coordinator_, coordinator::Coordinator::Create(
                                              options.coordinator, clock));
@@ -24,8 +39,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(options.address, credentials, &server->port_);
   builder.RegisterService(server->job_service_.get());
   builder.RegisterService(server->worker_service_.get());
   // Workers hold streams open for hours and ping every few seconds to keep
@@ -43,6 +57,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
         absl::StrCat("cannot listen on ", options.address,
                      " (in use, or not an address of this host?)"));
   }
+  if (!options.plaintext_health_address.empty()) {
+    ASSIGN_OR_RETURN(server->health_server_,
+                     HealthServer::Start(options.plaintext_health_address));
+    server->health_server_->SetServing(true);
+  }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
   if (!options.metrics_address.empty()) {
     ASSIGN_OR_RETURN(
@@ -58,9 +77,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       raw->coordinator_->Tick();
     }
   });
-  LOG(INFO) << "podtrain-coordinator serving on port " << server->port_
+  LOG(INFO) << "podtrain-coordinator serving " << Describe(options)
+            << " on port " << server->port_
             << (options.bearer_token.empty() ? "" : " (bearer token required)")
-            << ", metrics on port " << server->metrics_port();
+            << ", metrics on port " << server->metrics_port()
+            << ", plaintext health on port " << server->health_port();
   return server;
 }
 
@@ -69,12 +90,24 @@ void CoordinatorServer::Shutdown() {
     stopped_.WaitForNotification();
     return;
   }
-  server_->GetHealthCheckService()->SetServingStatus(false);
-  coordinator_->Shutdown();  // wakes blocked calls so Shutdown is prompt
+  // Members are null when Start failed part way (a bad certificate, a port
+  // in use); the destructor still comes here.
+  if (server_ != nullptr) {
+    server_->GetHealthCheckService()->SetServingStatus(false);
+  }
+  if (health_server_ != nullptr) health_server_->SetServing(false);
+  if (coordinator_ != nullptr) {
+    coordinator_->Shutdown();  // wakes blocked calls so Shutdown is prompt
+  }
   stopping_.Notify();
   if (ticker_.joinable()) ticker_.join();
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  server_->Wait();
+  if (server_ != nullptr) {
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::seconds(1));
+    server_->Wait();
+  }
+  // Last, so probes see NOT_SERVING while the main port drains.
+  if (health_server_ != nullptr) health_server_->Shutdown();
   stopped_.Notify();
 }
 

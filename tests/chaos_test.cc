@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cli/audit.h"
+#include "coordinator/journal.h"
 #include "dataset/fashion_mnist.h"
 #include "proto/job.grpc.pb.h"
 #include "services/channel.h"
@@ -269,6 +270,7 @@ class ChaosDriver {
         if (restart_workers_) {
           Log(absl::StrCat("restart ", id), committed_step);
           cluster_->StartWorker(id);
+          started_[id] = absl::Now();
         }
       }
     }
@@ -286,7 +288,13 @@ class ChaosDriver {
         break;
       case 3:
       case 4:
-        if (!cluster_->worker(victim)->running()) break;
+        // A preemption notice goes to a running worker, not to one still
+        // loading its libraries (a signal then kills it, as it would any
+        // process that has not installed its handler yet).
+        if (!cluster_->worker(victim)->running() ||
+            absl::Now() - started_[victim] < absl::Seconds(1)) {
+          break;
+        }
         Log(absl::StrCat("SIGTERM ", victim), committed_step);
         cluster_->worker(victim)->Signal(SIGTERM);
         terminated_.insert(victim);
@@ -333,6 +341,7 @@ class ChaosDriver {
   int unclean_exits_ = 0;
   bool restart_workers_ = true;
   std::set<std::string> terminated_;
+  std::map<std::string, absl::Time> started_;
   std::string log_;
 };
 
@@ -393,18 +402,36 @@ TEST_F(ChaosTest, VaryingWorldChaosIsExactAndMatchesACleanRun) {
   const std::string chaotic = cluster_->CreateJob(Spec(1, 3));
   ChaosDriver chaos(cluster_.get(), seed_ + 1, /*max_events=*/10,
                     {"vary-0", "vary-1", "vary-2"});
-  std::set<int32_t> world_sizes;
-  int polls = 0;
+  // Besides the random events: once steps are committed, one worker is
+  // killed and held down for a while, so the world surely shrinks and then
+  // grows back (the random events alone may not land in a hold window).
+  absl::Time held_until = absl::InfinitePast();
+  bool held = false;
   const v1::Job chaos_job = RunJob(chaotic, [&](int64_t committed) {
-    // Every third second, hold dead workers down for a second: the world
-    // shrinks to whoever is left, then grows back.
-    chaos.set_restart_workers((polls++ / 50) % 3 != 2);
-    chaos(committed);
-    auto job = cluster_->GetJob(chaotic);
-    if (job.ok() && job->state() == v1::RUNNING) {
-      world_sizes.insert(job->world_size());
+    if (!held && committed >= 50) {
+      held = true;
+      held_until = absl::Now() + absl::Milliseconds(1500);
+      chaos.set_restart_workers(false);
+      cluster_->worker("vary-2")->Signal(SIGKILL);
     }
+    // Held down for a while (time-bounded: the random events may take the
+    // others down too, and the job must never be left without workers).
+    chaos.set_restart_workers(absl::Now() >= held_until);
+    chaos(committed);
   });
+  std::set<int> world_sizes;
+  {
+    auto journal = coordinator::Journal::Open(cluster_->dir() + "/journal.db");
+    ASSERT_TRUE(journal.ok()) << journal.status();
+    auto updates = (*journal)->ReadAll();
+    ASSERT_TRUE(updates.ok()) << updates.status();
+    for (const auto& update : *updates) {
+      if (update.has_generation_started() &&
+          update.generation_started().name() == chaotic) {
+        world_sizes.insert(update.generation_started().members_size());
+      }
+    }
+  }
   std::cerr << "kill log (" << chaos.events() << " events):\n" << chaos.log();
   ASSERT_EQ(chaos_job.state(), v1::SUCCEEDED) << chaos_job.DebugString();
   EXPECT_GE(world_sizes.size(), 2u) << "the world size never changed";

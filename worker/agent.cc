@@ -131,7 +131,8 @@ Agent::Agent(AgentOptions options)
           options_.metrics_registry != nullptr
               ? options_.metrics_registry
               : std::make_shared<prometheus::Registry>())),
-      channel_(services::MakeCoordinatorChannel(options_.coordinator_address)),
+      channel_(services::MakeCoordinatorChannel(options_.coordinator_address,
+                                                options_.channel_credentials)),
       stub_(v1::WorkerService::NewStub(channel_)) {
   torch::set_num_threads(options_.torch_threads);
 }

@@ -58,6 +58,9 @@ struct AgentOptions {
   uint64_t incarnation = 0;
   // Bearer token for the coordinator, if it wants one.
   std::string bearer_token;
+  // TLS credentials for the coordinator channel (services/tls.h); null:
+  // plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials;
   // Address peers reach this worker's Gloo transport on.
   std::string hostname = "127.0.0.1";
   absl::Duration collective_timeout = absl::Seconds(30);

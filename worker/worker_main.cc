@@ -2,6 +2,9 @@
 //
 //   podtrain-worker --coordinator=127.0.0.1:7070 --worker_id=w0
 //
+// To a coordinator serving mutual TLS: --tls_ca=ca.crt --tls_cert=worker.crt
+// --tls_key=worker.key.
+//
 // SIGTERM (a preemption notice): the world checkpoints at the next step
 // boundary, the coordinator commits it, and the worker exits 0 within its
 // grace period. Exit codes: 0 when the job ended or after a preemption,
@@ -10,6 +13,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <string>
 
@@ -19,6 +23,7 @@
 #include "absl/strings/strip.h"
 #include "common/logging.h"
 #include "common/metrics.h"
+#include "services/tls.h"
 #include "worker/agent.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070", "coordinator address");
@@ -28,6 +33,12 @@ ABSL_FLAG(std::string, hostname, "127.0.0.1",
           "address peers reach this worker's collectives on");
 ABSL_FLAG(std::string, token_file, "",
           "file holding the coordinator's bearer token");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA certificate(s) the coordinator's certificate must chain to; "
+          "any of --tls_*: talk to the coordinator over TLS");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate chain, for a coordinator that requires one");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:0",
           "host:port for Prometheus /metrics (port 0: the OS picks; empty: "
           "off)");
@@ -41,10 +52,15 @@ ABSL_FLAG(int32_t, preemption_grace_seconds, 25,
 
 namespace {
 
-podtrain::worker::Agent* agent = nullptr;
+// SIGTERM can arrive while the worker is still starting: remember it, and
+// hand it to the agent once it exists (RequestPreemption is idempotent).
+std::atomic<bool> sigterm_received{false};
+std::atomic<podtrain::worker::Agent*> agent{nullptr};
 
 void OnSigterm(int) {
-  if (agent != nullptr) agent->RequestPreemption();
+  sigterm_received.store(true);
+  podtrain::worker::Agent* current = agent.load();
+  if (current != nullptr) current->RequestPreemption();
 }
 
 std::string ReadToken(const std::string& path) {
@@ -68,6 +84,8 @@ int main(int argc, char** argv) {
       "podtrain-worker --coordinator=HOST:PORT --worker_id=NAME");
   absl::ParseCommandLine(argc, argv);
   podtrain::InitLogging(argv[0]);
+  // Right after glog (whose failure handler would otherwise own SIGTERM).
+  signal(SIGTERM, OnSigterm);
 
   podtrain::worker::AgentOptions options;
   options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
@@ -75,6 +93,18 @@ int main(int argc, char** argv) {
   if (options.worker_id.empty()) options.worker_id = DefaultWorkerId();
   options.hostname = absl::GetFlag(FLAGS_hostname);
   options.bearer_token = ReadToken(absl::GetFlag(FLAGS_token_file));
+  const podtrain::services::TlsOptions tls{
+      .ca_file = absl::GetFlag(FLAGS_tls_ca),
+      .cert_file = absl::GetFlag(FLAGS_tls_cert),
+      .key_file = absl::GetFlag(FLAGS_tls_key)};
+  if (podtrain::services::TlsRequested(tls)) {
+    auto credentials = podtrain::services::MakeChannelCredentials(tls);
+    if (!credentials.ok()) {
+      LOG(ERROR) << "TLS: " << credentials.status();
+      return 1;
+    }
+    options.channel_credentials = *std::move(credentials);
+  }
   options.torch_threads = absl::GetFlag(FLAGS_threads);
   options.collective_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_seconds));
@@ -100,10 +130,10 @@ int main(int argc, char** argv) {
   }
 
   podtrain::worker::Agent worker(options);
-  agent = &worker;
-  signal(SIGTERM, OnSigterm);
+  agent.store(&worker);
+  if (sigterm_received.load()) worker.RequestPreemption();
   const absl::Status status = worker.Run();
-  agent = nullptr;
+  agent.store(nullptr);
   if (!status.ok()) {
     LOG(ERROR) << options.worker_id << ": " << status;
     return 1;
