@@ -156,7 +156,7 @@ grep -q "^name: *jobs/000001$" "$work/get.txt" || fail "get: $(cat "$work/get.tx
 grep -q "^state: *QUEUED$" "$work/get.txt" || fail "get: not QUEUED: $(cat "$work/get.txt")"
 pt list --output json | wc -l | grep -qx 1 || fail "list: not exactly one job"
 
-echo "== the plaintext health port: SERVING, and nothing else"
+echo "== the plaintext health port: SERVING"
 # A gRPC call is an HTTP/2 POST; the request is a 5-byte frame header and
 # an empty HealthCheckRequest; SERVING comes back as the frame 00 00000002
 # 08 01 (field 1, value 1).
@@ -171,9 +171,10 @@ grpc_post grpc.health.v1.Health/Check || fail "health: curl failed"
 [[ "$(od -An -tx1 "$work/body" | tr -d ' \n')" == 00000000020801 ]] ||
   fail "health: not SERVING: $(od -An -tx1 "$work/body"); $(cat "$work/headers")"
 grep -q "^grpc-status: 0" "$work/headers" || fail "health: $(cat "$work/headers")"
-grpc_post podtrain.v1.JobService/ListJobs || fail "JobService on health port: curl failed"
-grep -q "^grpc-status: 12" "$work/headers" ||
-  fail "JobService on the health port is not UNIMPLEMENTED: $(cat "$work/headers")"
+# That the health port serves nothing else (UNIMPLEMENTED for JobService) is
+# checked with a real gRPC client in services/tls_test: curl answers a
+# trailers-only gRPC response with "Stream error in the HTTP/2 framing layer"
+# now and then (seen in CI), so it is not asked here.
 
 echo "== SIGTERM: exit 0"
 kill "$coordinator_pid"
