@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/clock.h"
+#include "common/launch_files.h"
 #include "common/logging.h"
 #include "services/coordinator_server.h"
 #include "services/tls.h"
@@ -79,22 +80,6 @@ void OnSignal(int) {
   if (shutdown_requested != nullptr) shutdown_requested->Notify();
 }
 
-std::string ReadToken(const std::string& path) {
-  if (path.empty()) return "";
-  std::ifstream file(path);
-  std::string token((std::istreambuf_iterator<char>(file)),
-                    std::istreambuf_iterator<char>());
-  return std::string(absl::StripAsciiWhitespace(token));
-}
-
-// Atomically (write, rename), so a reader never sees a partial number.
-void WritePortFile(const std::string& path, int port) {
-  if (path.empty()) return;
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp) << port << "\n";
-  std::rename(tmp.c_str(), path.c_str());
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -106,7 +91,8 @@ int main(int argc, char** argv) {
   podtrain::services::CoordinatorServerOptions options;
   options.address = absl::GetFlag(FLAGS_address);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
-  options.bearer_token = ReadToken(absl::GetFlag(FLAGS_auth_token_file));
+  options.bearer_token =
+      podtrain::ReadTokenFile(absl::GetFlag(FLAGS_auth_token_file));
   if (!absl::GetFlag(FLAGS_auth_token_file).empty() &&
       options.bearer_token.empty()) {
     LOG(ERROR) << "--auth_token_file " << absl::GetFlag(FLAGS_auth_token_file)
@@ -144,12 +130,12 @@ int main(int argc, char** argv) {
     LOG(ERROR) << "cannot start: " << server.status();
     return 1;
   }
-  WritePortFile(absl::GetFlag(FLAGS_metrics_port_file),
-                (*server)->metrics_port());
-  WritePortFile(absl::GetFlag(FLAGS_health_port_file),
-                (*server)->health_port());
+  podtrain::WritePortFile(absl::GetFlag(FLAGS_metrics_port_file),
+                          (*server)->metrics_port());
+  podtrain::WritePortFile(absl::GetFlag(FLAGS_health_port_file),
+                          (*server)->health_port());
   // Last: a port file's appearance tells a launcher everything is up.
-  WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->port());
+  podtrain::WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->port());
   shutdown.WaitForNotification();
   LOG(INFO) << "shutting down";
   (*server)->Shutdown();

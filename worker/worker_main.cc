@@ -21,6 +21,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/strip.h"
+#include "common/launch_files.h"
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "services/tls.h"
@@ -63,14 +64,6 @@ void OnSigterm(int) {
   if (current != nullptr) current->RequestPreemption();
 }
 
-std::string ReadToken(const std::string& path) {
-  if (path.empty()) return "";
-  std::ifstream file(path);
-  std::string token((std::istreambuf_iterator<char>(file)),
-                    std::istreambuf_iterator<char>());
-  return std::string(absl::StripAsciiWhitespace(token));
-}
-
 std::string DefaultWorkerId() {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
@@ -92,7 +85,8 @@ int main(int argc, char** argv) {
   options.worker_id = absl::GetFlag(FLAGS_worker_id);
   if (options.worker_id.empty()) options.worker_id = DefaultWorkerId();
   options.hostname = absl::GetFlag(FLAGS_hostname);
-  options.bearer_token = ReadToken(absl::GetFlag(FLAGS_token_file));
+  options.bearer_token =
+      podtrain::ReadTokenFile(absl::GetFlag(FLAGS_token_file));
   const podtrain::services::TlsOptions tls{
       .ca_file = absl::GetFlag(FLAGS_tls_ca),
       .cert_file = absl::GetFlag(FLAGS_tls_cert),
@@ -122,11 +116,8 @@ int main(int argc, char** argv) {
     }
     metrics = *std::move(started);
     LOG(INFO) << "metrics on port " << metrics->port();
-    const std::string port_file = absl::GetFlag(FLAGS_metrics_port_file);
-    if (!port_file.empty()) {
-      std::ofstream(port_file + ".tmp") << metrics->port() << "\n";
-      std::rename((port_file + ".tmp").c_str(), port_file.c_str());
-    }
+    podtrain::WritePortFile(absl::GetFlag(FLAGS_metrics_port_file),
+                            metrics->port());
   }
 
   podtrain::worker::Agent worker(options);
