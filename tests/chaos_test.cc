@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <random>
@@ -269,8 +270,8 @@ class ChaosDriver {
         }
         if (restart_workers_) {
           Log(absl::StrCat("restart ", id), committed_step);
+          registrations_at_start_[id] = Registrations(id);
           cluster_->StartWorker(id);
-          started_[id] = absl::Now();
         }
       }
     }
@@ -288,11 +289,11 @@ class ChaosDriver {
         break;
       case 3:
       case 4:
-        // A preemption notice goes to a running worker, not to one still
-        // loading its libraries (a signal then kills it, as it would any
-        // process that has not installed its handler yet).
+        // A preemption notice goes to a worker that is up (it registered),
+        // not to one still loading its libraries: a signal kills that, as it
+        // would any process that has not installed its handler yet.
         if (!cluster_->worker(victim)->running() ||
-            absl::Now() - started_[victim] < absl::Seconds(1)) {
+            Registrations(victim) <= registrations_at_start_[victim]) {
           break;
         }
         Log(absl::StrCat("SIGTERM ", victim), committed_step);
@@ -321,6 +322,16 @@ class ChaosDriver {
   void set_restart_workers(bool restart) { restart_workers_ = restart; }
 
  private:
+  int Registrations(const std::string& id) const {
+    std::ifstream log(absl::StrCat(cluster_->dir(), "/", id, ".log"));
+    std::string line;
+    int count = 0;
+    while (std::getline(log, line)) {
+      count += line.find(" registered with ") != std::string::npos;
+    }
+    return count;
+  }
+
   void Schedule() {
     next_ = absl::Now() + absl::Milliseconds(300 + rng_() % 1200);
   }
@@ -341,7 +352,9 @@ class ChaosDriver {
   int unclean_exits_ = 0;
   bool restart_workers_ = true;
   std::set<std::string> terminated_;
-  std::map<std::string, absl::Time> started_;
+  // "registered with" lines in a worker's log when its current process was
+  // started: more now means this process is up (its handler installed).
+  std::map<std::string, int> registrations_at_start_;
   std::string log_;
 };
 
