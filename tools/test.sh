@@ -43,6 +43,14 @@ echo "== bazel test ${config[*]} //..."
 bazel test "${config[@]}" --test_summary=short //... 2>&1 | tee "$log_dir/test.log" |
   grep -E '^(//|ERROR|FAIL|Executed)'
 
+# CI shows only what this script prints: the end of every failed test's own
+# log goes here, so a failure seen only there can be diagnosed.
+grep -oE '^FAIL: //[^ ]+ \(see [^)]+\)' "$log_dir/test.log" |
+  sed -E 's/.*\(see (.*)\)/\1/' | while read -r failed_log; do
+    echo "== last 150 lines of $failed_log"
+    tail -n 150 "$failed_log"
+  done
+
 python3 tools/test_summary.py "$log_dir/test.log" "${checks[@]}"
 status=$?
 # Leave nothing running behind (CI, and machines that are shared).
