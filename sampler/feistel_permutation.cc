@@ -62,26 +62,53 @@ uint64_t FeistelPermutation::Encrypt(uint64_t x) const {
 
 void FeistelPermutation::ApplyToRange(uint64_t begin, uint64_t count,
                                       uint64_t* out) const {
+  // The two round counts podtrain uses get unrolled networks.
+  switch (rounds_) {
+    case kRounds:
+      ApplyToRangeWith(begin, count, out,
+                       [this](uint64_t x) { return EncryptFixed<kRounds>(x); });
+      break;
+    case kWindowRounds:
+      ApplyToRangeWith(begin, count, out, [this](uint64_t x) {
+        return EncryptFixed<kWindowRounds>(x);
+      });
+      break;
+    default:
+      ApplyToRangeWith(begin, count, out,
+                       [this](uint64_t x) { return Encrypt(x); });
+  }
+}
+
+template <typename EncryptFn>
+void FeistelPermutation::ApplyToRangeWith(uint64_t begin, uint64_t count,
+                                          uint64_t* out,
+                                          EncryptFn encrypt) const {
   // Blocks small enough for a stack buffer of out-of-range positions.
   constexpr uint64_t kBlock = 512;
+  uint16_t walk[kBlock];
   for (uint64_t block = 0; block < count; block += kBlock) {
     const uint64_t size = std::min(kBlock, count - block);
     uint64_t* values = out + block;
-    for (uint64_t k = 0; k < size; ++k) values[k] = Encrypt(begin + block + k);
-    // Cycle-walk the values that landed outside [0, n): first list them
-    // without branching, then walk just those, so the common case (in
-    // range) costs no mispredicted branch.
-    uint16_t walk[kBlock];
+    for (uint64_t k = 0; k < size; ++k) values[k] = encrypt(begin + block + k);
+    // Cycle-walk the values that landed outside [0, n) in passes: list them
+    // without branching, encrypt each listed value once more, list those
+    // still outside, and so on. Every pass is a loop of independent work
+    // with no data-dependent branch; walking each value to the end in turn
+    // would mispredict on every value that needs a second step.
     uint64_t walking = 0;
     for (uint64_t k = 0; k < size; ++k) {
       walk[walking] = static_cast<uint16_t>(k);
       walking += values[k] >= n_;
     }
-    for (uint64_t w = 0; w < walking; ++w) {
-      uint64_t& value = values[walk[w]];
-      do {
-        value = Encrypt(value);
-      } while (value >= n_);
+    while (walking > 0) {
+      uint64_t still = 0;
+      for (uint64_t w = 0; w < walking; ++w) {
+        const uint16_t k = walk[w];
+        values[k] = encrypt(values[k]);
+        walk[still] = k;
+        still += values[k] >= n_;
+      }
+      walking = still;
     }
   }
 }

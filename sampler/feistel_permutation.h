@@ -94,6 +94,22 @@ class FeistelPermutation {
  private:
   FeistelPermutation(uint64_t n, uint64_t key, int rounds);
 
+  // Encrypt with the round count fixed at compile time: the loop unrolls and
+  // the round keys stay in registers. REQUIRES: kFixedRounds == rounds_.
+  template <int kFixedRounds>
+  uint64_t EncryptFixed(uint64_t x) const {
+    uint64_t left = x >> right_bits_;
+    uint64_t right = x & right_mask_;
+    for (int r = 0; r < kFixedRounds; r += 2) {
+      left ^= Round(right, round_keys_[r], left_shift_);
+      right ^= Round(left, round_keys_[r + 1], right_shift_);
+    }
+    return (left << right_bits_) | right;
+  }
+  template <typename EncryptFn>
+  void ApplyToRangeWith(uint64_t begin, uint64_t count, uint64_t* out,
+                        EncryptFn encrypt) const;
+
   // The top bits of a keyed 64-bit multiply of v (`shift` = 64 - width):
   // every bit of v moves them, which a low-bits mask would not give. Widths
   // are >= 1, so no branch guards the shift.
