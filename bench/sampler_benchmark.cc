@@ -7,6 +7,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -69,6 +70,64 @@ void BM_GlobalRekeyEveryCall(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
 BENCHMARK(BM_GlobalRekeyEveryCall);
+
+// The peer: index_shuffle as Grain and TF ship it (../shared/research/
+// dataloaders.md, "index_shuffle construction"), written from that
+// description: a reduced Simon Feistel network over a block of
+// max(even(ceil(log2 max_index)), 16) bits, round function
+// f(x) = (x<<<1 & x<<<8) ^ (x<<<2) on half-blocks, 4 rounds, round keys built
+// from the seed with std::seed_seq on every call, cycle-walking to
+// <= max_index.
+class IndexShuffleBaseline {
+ public:
+  static uint64_t Shuffle(uint64_t index, uint64_t max_index, uint32_t seed,
+                          int rounds) {
+    int bits = 0;
+    while (bits < 64 && (uint64_t{1} << bits) < max_index) ++bits;
+    bits = std::max(bits + (bits & 1), 16);
+    const int half = bits / 2;
+    const uint64_t mask = (uint64_t{1} << half) - 1;
+    std::vector<uint32_t> keys(rounds);
+    std::seed_seq{seed}.generate(keys.begin(), keys.end());
+    uint64_t value = index;
+    do {
+      uint64_t x = value >> half;
+      uint64_t y = value & mask;
+      for (int r = 0; r < rounds; ++r) {
+        const uint64_t next = y ^ F(x, half, mask) ^ (keys[r] & mask);
+        y = x;
+        x = next;
+      }
+      value = (x << half) | y;
+    } while (value > max_index);
+    return value;
+  }
+
+ private:
+  static uint64_t Rotl(uint64_t x, int r, int width, uint64_t mask) {
+    return ((x << r) | (x >> (width - r))) & mask;
+  }
+  static uint64_t F(uint64_t x, int width, uint64_t mask) {
+    return (Rotl(x, 1, width, mask) & Rotl(x, 8, width, mask)) ^
+           Rotl(x, 2, width, mask);
+  }
+};
+
+void BM_IndexShuffleBaseline(benchmark::State& state) {
+  const int rounds = static_cast<int>(state.range(0));
+  std::vector<uint64_t> out(kBatch);
+  uint64_t begin = 1'234'567'890;
+  for (auto _ : state) {
+    for (int64_t k = 0; k < kBatch; ++k) {
+      out[k] = IndexShuffleBaseline::Shuffle(begin + k, kJftExamples - 1, 42,
+                                             rounds);
+    }
+    benchmark::DoNotOptimize(out.data());
+    begin = (begin + kBatch) % (kJftExamples - kBatch);
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+BENCHMARK(BM_IndexShuffleBaseline)->Arg(4)->Arg(8);
 
 // Locality-aware: shuffled shard order, windows of `range(0)` shards.
 void BM_WindowedFill(benchmark::State& state) {

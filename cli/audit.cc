@@ -114,6 +114,14 @@ absl::StatusOr<AuditReport> AuditJob(const AuditOptions& options) {
       lineage.commits[update.checkpoint_committed().step()] =
           update.checkpoint_committed().generation();
     }
+    if (update.has_checkpoint_rejected() &&
+        update.checkpoint_rejected().name() == options.job) {
+      // The rejected head leaves the lineage: the steps after the new head
+      // count from the branch that trains them again.
+      lineage.commits.erase(lineage.commits.upper_bound(
+                                state.FindJob(options.job)->committed_step),
+                            lineage.commits.end());
+    }
   }
   lineage.job = state.FindJob(options.job);
   if (lineage.job == nullptr) {

@@ -117,6 +117,27 @@ TEST_F(AuditTest, LineageThroughACrashAndAWorldChangeIsExact) {
       << text;
 }
 
+TEST_F(AuditTest, ARejectedCheckpointsBranchIsNotInTheLineage) {
+  Generation(1, 2);
+  Train(1, 2, 0, 5);  // steps 5-9 of this branch left no usable record
+  Commit(4, 1);
+  Commit(9, 1);
+  internal::Update rejected;
+  rejected.mutable_checkpoint_rejected()->set_name("jobs/000001");
+  rejected.mutable_checkpoint_rejected()->set_step(9);
+  rejected.mutable_checkpoint_rejected()->set_reason("DATA_LOSS: corrupt");
+  Append(rejected);
+  // Training resumed after step 4; an emergency checkpoint at step 7.
+  Generation(2, 2);
+  Train(2, 2, 5, 15);
+  Commit(7, 2);
+  Commit(14, 2);
+  const AuditReport report = Run();
+  EXPECT_TRUE(report.exact()) << FormatAuditReport(report);
+  EXPECT_EQ(report.lineage_steps, 15);
+  EXPECT_EQ(report.commits, 3);  // 4, 7 and 14: not the rejected 9
+}
+
 TEST_F(AuditTest, ALoaderThatRestartsItsEpochIsCaught) {
   Generation(1, 2);
   Train(1, 2, 0, 3);

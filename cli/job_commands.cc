@@ -790,6 +790,11 @@ std::string FormatEvent(const v1::JobEvent& event,
       return absl::StrCat("checkpoint of step ",
                           event.checkpoint_committed().step(),
                           " committed: ", event.checkpoint_committed().path());
+    case v1::JobEvent::kCheckpointRejected:
+      return absl::StrCat(
+          "checkpoint of step ", event.checkpoint_rejected().step(),
+          " rejected (", event.checkpoint_rejected().reason(),
+          "); resuming after step ", event.checkpoint_rejected().resume_step());
     default:
       return absl::StrCat("event ", event.ShortDebugString());
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -76,6 +77,7 @@ absl::Status Coordinator::Recover() {
           "journal ", journal_->path(), ": update ", i + 1,
           " does not apply to the recovered state: ", applied.message()));
     }
+    NoteLineageTime(updates[i]);
   }
   // Members of running generations get one lease to come back (they
   // re-register with their incarnation and keep training).
@@ -109,8 +111,18 @@ absl::Status Coordinator::Commit(internal::Update update) {
     RETURN_IF_ERROR(journal_->Append(update).status());
   }
   state_ = std::move(trial);
+  NoteLineageTime(update);
   ++version_;
   return absl::OkStatus();
+}
+
+void Coordinator::NoteLineageTime(const internal::Update& update) {
+  const absl::Time time = absl::FromUnixMicros(update.time_micros());
+  if (update.has_checkpoint_committed()) {
+    lineage_time_[update.checkpoint_committed().name()] = time;
+  } else if (update.has_generation_started()) {
+    lineage_time_.try_emplace(update.generation_started().name(), time);
+  }
 }
 
 absl::Status Coordinator::SetJobState(const std::string& name,
@@ -647,6 +659,7 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
   }
   int64_t& reported = runtime.reported_step[membership.second];
   reported = std::max(reported, request.step());
+  metrics_->CountJobExamples(job.name, request.example_count());
   runtime.last_loss = request.loss();
   if (request.has_eval_accuracy()) {
     runtime.eval_accuracy = request.eval_accuracy();
@@ -755,6 +768,73 @@ void Coordinator::MaybeFinishCheckpoint(const JobRecord& job, int64_t step,
   }
 }
 
+absl::StatusOr<v1::RejectCheckpointResponse> Coordinator::RejectCheckpoint(
+    const v1::RejectCheckpointRequest& request) {
+  if (request.reason().empty()) {
+    return absl::InvalidArgumentError("reason: must say what is wrong");
+  }
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(
+      AuthenticWorker(request.worker_id(), request.incarnation()).status());
+  ASSIGN_OR_RETURN(const auto membership,
+                   MemberOf(request.worker_id(), request.generation()));
+  const JobRecord& job = *membership.first;
+  const std::string name = job.name;
+  v1::RejectCheckpointResponse response;
+  if (request.step() > job.committed_step) {
+    // Another rank's rejection got here first.
+    response.set_resume_step(job.committed_step);
+    return response;
+  }
+  if (request.step() < job.committed_step) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step: ", request.step(), " is not the head of ", name,
+                     "'s lineage (step ", job.committed_step, ")"));
+  }
+  const std::string what = absl::StrCat(
+      "checkpoint of step ", request.step(), " (", request.path(),
+      ") rejected by ", request.worker_id(), ": ", request.reason());
+  LOG(ERROR) << name << ": " << what;
+  internal::Update update;
+  auto* rejected = update.mutable_checkpoint_rejected();
+  rejected->set_name(name);
+  rejected->set_step(request.step());
+  rejected->set_path(request.path());
+  rejected->set_worker_id(request.worker_id());
+  rejected->set_reason(request.reason());
+  const absl::Status status = Commit(std::move(update));
+  if (absl::IsFailedPrecondition(status)) {
+    // No retained commit to go back to: stop rather than retrain silently
+    // from the start.
+    RETURN_IF_ERROR(SetJobState(
+        name, v1::FAILED,
+        absl::StrCat(what, "; no earlier retained checkpoint to resume from (",
+                     status.message(), ")")));
+    response.set_resume_step(request.step());
+    return response;
+  }
+  RETURN_IF_ERROR(status);
+  const JobRecord& updated = *state_.FindJob(name);
+  JobRuntime& runtime = Runtime(updated);
+  // Evaluations reported after the new head belong to the dropped branch.
+  runtime.eval_accuracy.reset();
+  runtime.eval_step = -1;
+  metrics_->CountRejectedCheckpoint();
+  v1::JobEvent event;
+  auto* rejected_event = event.mutable_checkpoint_rejected();
+  rejected_event->set_step(request.step());
+  rejected_event->set_path(request.path());
+  rejected_event->set_reason(request.reason());
+  rejected_event->set_resume_step(updated.committed_step);
+  AddEvent(updated, std::move(event));
+  RequestNewGeneration(
+      name,
+      absl::StrCat(what, "; resuming after step ", updated.committed_step),
+      /*involuntary=*/true);
+  response.set_resume_step(updated.committed_step);
+  return response;
+}
+
 absl::StatusOr<const JobRecord*> Coordinator::JobOfStoreKey(
     const std::string& key) const {
   // Keys are "<job>/generation/<g>/<gloo key>" (the bootstrap prefix).
@@ -784,11 +864,30 @@ absl::StatusOr<v1::StoreGetResponse> Coordinator::StoreGet(
   const std::string& key = request.key();
   ASSIGN_OR_RETURN(const JobRecord* job, JobOfStoreKey(key));
   const std::string name = job->name;
+  // A rank waiting for a peer's key of a generation that has ended (the
+  // peer died or rejected its checkpoint) would wait out its whole
+  // collective timeout: tell it now instead.
+  int64_t generation = 0;
+  const size_t number = key.find("/generation/") + strlen("/generation/");
+  const bool numbered = absl::SimpleAtoi(
+      key.substr(number, key.find('/', number) - number), &generation);
+  const auto over = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const JobRecord* current = state_.FindJob(name);
+    return numbered &&
+           (current->finished() || generation < current->generation ||
+            (generation == current->generation &&
+             runtime_[name].rendezvous_open));
+  };
   const auto present = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return runtime_[name].store.count(key) > 0 || shutting_down_;
+    return runtime_[name].store.count(key) > 0 || shutting_down_ || over();
   };
   clock_->AwaitWithDeadline(&mu_, absl::Condition(&present), deadline);
   if (shutting_down_) return ShuttingDown();
+  if (over()) {
+    return absl::AbortedError(absl::StrCat("key '", key, "': generation ",
+                                           generation, " of ", name,
+                                           " is over; rejoin"));
+  }
   auto& store = runtime_[name].store;
   auto it = store.find(key);
   if (it == store.end()) {
@@ -830,11 +929,20 @@ void Coordinator::UpdateGauges() {
     by_state[job.state]++;
     if (job.finished()) {
       if (jobs_with_series_.erase(name) > 0) metrics_->RemoveJob(name);
+      lineage_time_.erase(name);
       continue;
     }
     const JobRuntime& runtime = Runtime(job);
     JobProgress progress;
     progress.committed_step = job.committed_step;
+    progress.step = job.committed_step;
+    progress.restarts = job.restarts;
+    progress.restarts_remaining =
+        std::max<int64_t>(0, job.spec.restart_budget() - job.restarts);
+    progress.checkpoint_interval_steps = job.spec.checkpoint().interval_steps();
+    if (auto it = lineage_time_.find(name); it != lineage_time_.end()) {
+      progress.lineage_time = it->second;
+    }
     progress.epoch = static_cast<double>(job.committed_step + 1) *
                      job.spec.global_batch() / job.examples_per_epoch();
     progress.world_size = job.members.size();
@@ -845,6 +953,7 @@ void Coordinator::UpdateGauges() {
       progress.lookahead_steps =
           std::min(options_.assignment_lookahead_steps,
                    std::max<int64_t>(0, runtime.total_steps - slowest - 1));
+      progress.step = std::max(slowest, job.committed_step);
     }
     metrics_->SetJobProgress(name, progress);
     jobs_with_series_.insert(name);

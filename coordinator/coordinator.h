@@ -122,6 +122,11 @@ class Coordinator {
   absl::Status ReportStep(const v1::ReportStepRequest& request);
   absl::StatusOr<v1::CommitCheckpointResponse> CommitCheckpoint(
       const v1::CommitCheckpointRequest& request);
+  // A member could not load the lineage's head: it leaves the lineage (or,
+  // when no earlier retained commit can replace it, the job fails) and the
+  // world re-forms to resume from the new head.
+  absl::StatusOr<v1::RejectCheckpointResponse> RejectCheckpoint(
+      const v1::RejectCheckpointRequest& request);
   absl::Status StoreSet(const v1::StoreSetRequest& request);
   absl::StatusOr<v1::StoreGetResponse> StoreGet(
       const v1::StoreGetRequest& request, absl::Time deadline);
@@ -232,6 +237,10 @@ class Coordinator {
   void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddEvent(const JobRecord& job, v1::JobEvent event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps lineage_time_ up to date with a journaled update (live or
+  // replayed).
+  void NoteLineageTime(const internal::Update& update)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const CoordinatorOptions options_;
   Clock* const clock_;
@@ -244,6 +253,10 @@ class Coordinator {
   std::map<std::string, JobRuntime> runtime_ ABSL_GUARDED_BY(mu_);
   // Jobs whose per-job series exist (removed when they end).
   std::set<std::string> jobs_with_series_ ABSL_GUARDED_BY(mu_);
+  // Per job, since when its committed lineage has not advanced: the time of
+  // its last commit, or of its first generation before any (the journal's
+  // update times, so a restarted coordinator recovers them).
+  std::map<std::string, absl::Time> lineage_time_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // Bumped on every change that a blocked caller might wait for.
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;

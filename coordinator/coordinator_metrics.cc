@@ -41,7 +41,27 @@ CoordinatorMetrics::CoordinatorMetrics(
                             "The job's current generation.")),
       job_lookahead_(Gauge(*registry_,
                            "podtrain_job_assignment_lookahead_steps",
-                           "Steps assigned ahead of the slowest rank.")) {
+                           "Steps assigned ahead of the slowest rank.")),
+      job_step_(Gauge(*registry_, "podtrain_job_step",
+                      "Last step every rank of the job's world reported.")),
+      job_examples_(prometheus::BuildCounter()
+                        .Name("podtrain_job_examples_total")
+                        .Help("Examples the job's ranks reported trained "
+                              "(steps redone after a restart count again).")
+                        .Register(*registry_)),
+      job_restarts_(Gauge(*registry_, "podtrain_job_restarts",
+                          "Involuntary restarts of the job so far.")),
+      job_restarts_remaining_(
+          Gauge(*registry_, "podtrain_job_restarts_remaining",
+                "Restarts left in the job's restart budget.")),
+      job_checkpoint_interval_(
+          Gauge(*registry_, "podtrain_job_checkpoint_interval_steps",
+                "Steps between the job's periodic checkpoints.")),
+      job_last_checkpoint_(
+          Gauge(*registry_, "podtrain_job_last_checkpoint_timestamp_seconds",
+                "Unix time since which the committed lineage has not "
+                "advanced: the last commit, or the start of the first "
+                "world.")) {
   journal_append_ = &prometheus::BuildHistogram()
                          .Name(
                              "podtrain_coordinator_journal_append_duration_"
@@ -65,6 +85,13 @@ CoordinatorMetrics::CoordinatorMetrics(
       &prometheus::BuildCounter()
            .Name("podtrain_coordinator_audit_mismatches_total")
            .Help("Step reports whose examples differ from the assignment.")
+           .Register(*registry_)
+           .Add({});
+  rejected_checkpoints_ =
+      &prometheus::BuildCounter()
+           .Name("podtrain_coordinator_rejected_checkpoints_total")
+           .Help("Committed checkpoints a worker could not load (corrupt, "
+                 "missing), taken out of their job's lineage.")
            .Register(*registry_)
            .Add({});
   for (int state = v1::QUEUED; state <= v1::CANCELLED; ++state) {
@@ -111,14 +138,34 @@ void CoordinatorMetrics::SetJobProgress(const std::string& job,
   job_world_size_.Add({{"job_name", job}}).Set(progress.world_size);
   job_generation_.Add({{"job_name", job}}).Set(progress.generation);
   job_lookahead_.Add({{"job_name", job}}).Set(progress.lookahead_steps);
+  job_step_.Add({{"job_name", job}}).Set(progress.step);
+  job_examples_.Add({{"job_name", job}});  // 0 from the start, for rate()
+  job_restarts_.Add({{"job_name", job}}).Set(progress.restarts);
+  job_restarts_remaining_.Add({{"job_name", job}})
+      .Set(progress.restarts_remaining);
+  job_checkpoint_interval_.Add({{"job_name", job}})
+      .Set(progress.checkpoint_interval_steps);
+  if (progress.lineage_time.has_value()) {
+    job_last_checkpoint_.Add({{"job_name", job}})
+        .Set(absl::ToDoubleSeconds(*progress.lineage_time - absl::UnixEpoch()));
+  }
+}
+
+void CoordinatorMetrics::CountJobExamples(const std::string& job,
+                                          int64_t examples) {
+  if (examples > 0) job_examples_.Add({{"job_name", job}}).Increment(examples);
 }
 
 void CoordinatorMetrics::RemoveJob(const std::string& job) {
-  for (auto* family : {&job_committed_step_, &job_epoch_, &job_world_size_,
-                       &job_generation_, &job_lookahead_}) {
+  for (auto* family :
+       {&job_committed_step_, &job_epoch_, &job_world_size_, &job_generation_,
+        &job_lookahead_, &job_step_, &job_restarts_, &job_restarts_remaining_,
+        &job_checkpoint_interval_, &job_last_checkpoint_}) {
     auto& gauge = family->Add({{"job_name", job}});
     family->Remove(&gauge);
   }
+  auto& examples = job_examples_.Add({{"job_name", job}});
+  job_examples_.Remove(&examples);
 }
 
 }  // namespace podtrain::coordinator

@@ -1,5 +1,7 @@
 #include "coordinator/coordinator_state.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -29,6 +31,8 @@ absl::Status CoordinatorState::Apply(const internal::Update& update) {
       return ApplyGenerationStarted(update.generation_started());
     case internal::Update::kCheckpointCommitted:
       return ApplyCheckpointCommitted(update.checkpoint_committed());
+    case internal::Update::kCheckpointRejected:
+      return ApplyCheckpointRejected(update.checkpoint_rejected());
     case internal::Update::KIND_NOT_SET:
       break;
   }
@@ -136,6 +140,60 @@ absl::Status CoordinatorState::ApplyCheckpointCommitted(
   if (committed.has_eval_accuracy()) {
     job->eval_accuracy = committed.eval_accuracy();
     job->eval_step = committed.step();
+  }
+  JobRecord::Commit commit;
+  commit.step = committed.step();
+  commit.path = committed.path();
+  if (committed.has_eval_accuracy()) {
+    commit.eval_accuracy = committed.eval_accuracy();
+  }
+  job->recent_commits.push_back(std::move(commit));
+  ++job->lineage_commits;
+  // keep = 0 is the default retention, 3 (coordinator/job_spec.cc).
+  const size_t keep =
+      job->spec.checkpoint().keep() > 0 ? job->spec.checkpoint().keep() : 3;
+  if (job->recent_commits.size() > keep) {
+    job->recent_commits.erase(job->recent_commits.begin(),
+                              job->recent_commits.end() - keep);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorState::ApplyCheckpointRejected(
+    const internal::CheckpointRejected& rejected) {
+  ASSIGN_OR_RETURN(JobRecord * job, MutableLiveJob(rejected.name()));
+  if (rejected.step() != job->committed_step || job->committed_step < 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        rejected.name(), ": rejection of step ", rejected.step(),
+        " but the head of the lineage is step ", job->committed_step));
+  }
+  if (job->recent_commits.size() < 2 && job->lineage_commits > 1) {
+    // Older commits exist but their checkpoints are past retention: going
+    // back to the start would silently throw away the whole lineage.
+    return absl::FailedPreconditionError(
+        absl::StrCat(rejected.name(), ": step ", rejected.step(),
+                     " is the only retained commit of ", job->lineage_commits));
+  }
+  job->recent_commits.pop_back();
+  --job->lineage_commits;
+  ++job->rejected_checkpoints;
+  // The previous commit becomes the head, and the newest evaluation is
+  // the newest one at or before it.
+  job->committed_step = -1;
+  job->committed_path.clear();
+  job->eval_accuracy.reset();
+  job->eval_step = -1;
+  if (!job->recent_commits.empty()) {
+    job->committed_step = job->recent_commits.back().step;
+    job->committed_path = job->recent_commits.back().path;
+  }
+  for (auto it = job->recent_commits.rbegin(); it != job->recent_commits.rend();
+       ++it) {
+    if (it->eval_accuracy.has_value()) {
+      job->eval_accuracy = it->eval_accuracy;
+      job->eval_step = it->step;
+      break;
+    }
   }
   return absl::OkStatus();
 }

@@ -9,6 +9,8 @@
 //   committed      the newest checkpoint every rank of a generation made
 //                  durable and the coordinator recorded: the head of the
 //                  job's committed lineage. Training resumes after it.
+//   rejected       a head that a worker could not load (corrupt, missing):
+//                  it leaves the lineage and the previous commit is the head.
 //
 // Example: JobCreated(jobs/1) -> GenerationStarted(jobs/1, 1, [w0, w1]) ->
 // JobStateChanged(RUNNING) -> CheckpointCommitted(step 99) -> (w1's lease
@@ -67,6 +69,17 @@ struct JobRecord {
   // The newest evaluation committed with a checkpoint, and its step.
   std::optional<double> eval_accuracy;
   int64_t eval_step = -1;
+  // The lineage's newest commits, oldest first, ending with the head
+  // (committed_step): where a rejected head falls back to. Bounded by the
+  // spec's checkpoint retention, as older checkpoints are deleted anyway.
+  struct Commit {
+    int64_t step = -1;
+    std::string path;
+    std::optional<double> eval_accuracy;
+  };
+  std::vector<Commit> recent_commits;
+  int64_t lineage_commits = 0;  // commits in the lineage, rejected ones out
+  int32_t rejected_checkpoints = 0;
 
   int64_t examples_per_epoch() const;
   bool finished() const;
@@ -98,6 +111,8 @@ class CoordinatorState {
       const internal::GenerationStarted& started);
   absl::Status ApplyCheckpointCommitted(
       const internal::CheckpointCommitted& committed);
+  absl::Status ApplyCheckpointRejected(
+      const internal::CheckpointRejected& rejected);
   absl::StatusOr<JobRecord*> MutableLiveJob(const std::string& name);
 
   std::map<std::string, JobRecord> jobs_;

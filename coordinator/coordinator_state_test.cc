@@ -56,6 +56,17 @@ internal::Update Commit(const std::string& name, int64_t step) {
   return update;
 }
 
+internal::Update Rejected(const std::string& name, int64_t step) {
+  internal::Update update;
+  auto* rejected = update.mutable_checkpoint_rejected();
+  rejected->set_name(name);
+  rejected->set_step(step);
+  rejected->set_path("/ckpt/step-" + std::to_string(step));
+  rejected->set_worker_id("w0");
+  rejected->set_reason("DATA_LOSS: checksum mismatch");
+  return update;
+}
+
 TEST(CoordinatorStateTest, JobLifecycle) {
   CoordinatorState state;
   ASSERT_TRUE(state.Apply(Created("jobs/000001", "req-1")).ok());
@@ -120,6 +131,68 @@ TEST(CoordinatorStateTest, RefusesUpdatesThatCannotFollow) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(CoordinatorStateTest, RejectedHeadFallsBackToThePreviousCommit) {
+  CoordinatorState state;
+  internal::Update created = Created("jobs/1");
+  created.mutable_job_created()->mutable_spec()->mutable_checkpoint()->set_keep(
+      3);
+  ASSERT_TRUE(state.Apply(created).ok());
+  ASSERT_TRUE(state.Apply(Generation("jobs/1", 1, {"w0"})).ok());
+  internal::Update with_eval = Commit("jobs/1", 9);
+  with_eval.mutable_checkpoint_committed()->set_eval_accuracy(0.5);
+  ASSERT_TRUE(state.Apply(with_eval).ok());
+  ASSERT_TRUE(state.Apply(Commit("jobs/1", 19)).ok());
+  internal::Update later_eval = Commit("jobs/1", 29);
+  later_eval.mutable_checkpoint_committed()->set_eval_accuracy(0.7);
+  ASSERT_TRUE(state.Apply(later_eval).ok());
+  const JobRecord& job = *state.FindJob("jobs/1");
+  EXPECT_EQ(job.eval_step, 29);
+
+  // Only the head can be rejected.
+  EXPECT_EQ(state.Apply(Rejected("jobs/1", 19)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(state.Apply(Rejected("jobs/1", 29)).ok());
+  EXPECT_EQ(job.committed_step, 19);
+  EXPECT_EQ(job.committed_path, "/ckpt/step-19");
+  EXPECT_EQ(job.eval_step, 9);  // the newest evaluation still in the lineage
+  EXPECT_EQ(job.eval_accuracy, 0.5);
+  EXPECT_EQ(job.rejected_checkpoints, 1);
+
+  // Training goes on from step 19; the branch is committed again.
+  ASSERT_TRUE(state.Apply(Commit("jobs/1", 29)).ok());
+  EXPECT_EQ(job.committed_step, 29);
+  EXPECT_FALSE(job.eval_step == 29);
+
+  // Walking back through every retained commit to the start.
+  ASSERT_TRUE(state.Apply(Rejected("jobs/1", 29)).ok());
+  ASSERT_TRUE(state.Apply(Rejected("jobs/1", 19)).ok());
+  EXPECT_EQ(job.committed_step, 9);
+  ASSERT_TRUE(state.Apply(Rejected("jobs/1", 9)).ok());
+  EXPECT_EQ(job.committed_step, -1);
+  EXPECT_TRUE(job.committed_path.empty());
+  EXPECT_FALSE(job.eval_accuracy.has_value());
+  EXPECT_EQ(state.Apply(Rejected("jobs/1", -1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(CoordinatorStateTest, NoFallBackToTheStartPastRetention) {
+  // keep = 2: after four commits only the last two are retained, so
+  // rejecting both would silently throw the lineage away: refused.
+  CoordinatorState state;
+  internal::Update created = Created("jobs/1");
+  created.mutable_job_created()->mutable_spec()->mutable_checkpoint()->set_keep(
+      2);
+  ASSERT_TRUE(state.Apply(created).ok());
+  for (int64_t step : {9, 19, 29, 39}) {
+    ASSERT_TRUE(state.Apply(Commit("jobs/1", step)).ok());
+  }
+  ASSERT_TRUE(state.Apply(Rejected("jobs/1", 39)).ok());
+  EXPECT_EQ(state.FindJob("jobs/1")->committed_step, 29);
+  const absl::Status refused = state.Apply(Rejected("jobs/1", 29));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_EQ(state.FindJob("jobs/1")->committed_step, 29);
+}
+
 TEST(CoordinatorStateTest, ReplayingTheSameUpdatesGivesTheSameState) {
   const std::vector<internal::Update> journal = {
       Created("jobs/1", "a"),
@@ -127,6 +200,8 @@ TEST(CoordinatorStateTest, ReplayingTheSameUpdatesGivesTheSameState) {
       Generation("jobs/1", 1, {"w0", "w1"}),
       StateChanged("jobs/1", v1::RUNNING),
       Commit("jobs/1", 5),
+      Commit("jobs/1", 8),
+      Rejected("jobs/1", 8),
       Generation("jobs/1", 2, {"w1"}, true),
       StateChanged("jobs/2", v1::CANCELLED)};
   CoordinatorState live, replayed;

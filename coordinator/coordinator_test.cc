@@ -382,6 +382,73 @@ TEST_F(CoordinatorTest, ACollectiveErrorRestartsTheWholeWorld) {
   EXPECT_EQ(rejoined->resume_checkpoint(), "/ckpt/step-9");
 }
 
+TEST_F(CoordinatorTest, ARejectedCheckpointLeavesTheLineage) {
+  const std::string job = StartTwoWorkerJob();
+  for (int64_t step : {9, 19}) {
+    ASSERT_TRUE(CommitAt("w0", 100, 1, step).ok());
+    ASSERT_TRUE(CommitAt("w1", 200, 1, step).ok());
+  }
+  v1::RejectCheckpointRequest reject;
+  reject.set_worker_id("w1");
+  reject.set_incarnation(200);
+  reject.set_generation(1);
+  reject.set_step(19);
+  reject.set_path("/ckpt/step-19");
+  EXPECT_EQ(coordinator_->RejectCheckpoint(reject).status().code(),
+            absl::StatusCode::kInvalidArgument);  // no reason given
+  reject.set_reason("DATA_LOSS: model.bin: checksum mismatch");
+  auto rejected = coordinator_->RejectCheckpoint(reject);
+  ASSERT_TRUE(rejected.ok()) << rejected.status();
+  EXPECT_EQ(rejected->resume_step(), 9);
+  EXPECT_EQ(Job(job).committed_step(), 9);
+  // The other rank's rejection of the same checkpoint changes nothing.
+  reject.set_worker_id("w0");
+  reject.set_incarnation(100);
+  rejected = coordinator_->RejectCheckpoint(reject);
+  ASSERT_TRUE(rejected.ok()) << rejected.status();
+  EXPECT_EQ(rejected->resume_step(), 9);
+  // A step the lineage never had is refused.
+  reject.set_step(3);
+  EXPECT_EQ(coordinator_->RejectCheckpoint(reject).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // The world re-forms from step 9, as a restart.
+  auto told = Heartbeat("w0", 100, 1);
+  ASSERT_TRUE(told.ok());
+  EXPECT_EQ(told->generation(), 2);
+  EXPECT_FALSE(Join("w0", 100, 1).ok());
+  EXPECT_FALSE(Join("w1", 200, 1).ok());
+  clock_.Advance(absl::Seconds(1));  // backoff
+  coordinator_->Tick();
+  auto rejoined = Join("w0", 100, 1);
+  ASSERT_TRUE(rejoined.ok()) << rejoined.status();
+  EXPECT_EQ(rejoined->resume_step(), 9);
+  EXPECT_EQ(rejoined->resume_checkpoint(), "/ckpt/step-9");
+  EXPECT_EQ(Job(job).restarts(), 1);
+
+  // The rejection is durable: a restarted coordinator resumes from step 9.
+  Restart();
+  EXPECT_EQ(Job(job).committed_step(), 9);
+}
+
+TEST_F(CoordinatorTest, AStoreWaitForAnEndedGenerationIsAborted) {
+  const std::string job = StartTwoWorkerJob();
+  v1::StoreGetRequest get;
+  get.set_key(job + "/generation/1/rank-1");
+  // The generation is current: an unset key is simply not there yet.
+  EXPECT_EQ(coordinator_->StoreGet(get, clock_.Now()).status().code(),
+            absl::StatusCode::kNotFound);
+  // w1 died: generation 1 is over, so nobody should wait for its keys.
+  ASSERT_TRUE(Heartbeat("w0", 100, 1, false, "peer gone").ok());
+  const auto aborted = coordinator_->StoreGet(get, clock_.Now());
+  EXPECT_EQ(aborted.status().code(), absl::StatusCode::kAborted)
+      << aborted.status();
+  // Keys of a generation not formed yet are waited for as before.
+  get.set_key(job + "/generation/2/rank-1");
+  EXPECT_EQ(coordinator_->StoreGet(get, clock_.Now()).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_F(CoordinatorTest, RestartBudgetStopsARestartStorm) {
   const std::string job = StartTwoWorkerJob();
   int64_t generation = 1;
@@ -558,6 +625,83 @@ TEST_F(CoordinatorTest, MetricsFollowJobsWorkersGenerationsAndCommits) {
   // A finished job's series are gone; the state counts moved.
   EXPECT_EQ(text().find("job_name=\"jobs/000001\""), std::string::npos);
   EXPECT_TRUE(has("podtrain_coordinator_jobs{state=\"CANCELLED\"} 1"));
+}
+
+TEST_F(CoordinatorTest, PerJobMetricsForAlertsAndDashboards) {
+  const absl::Time started = clock_.Now();
+  const std::string job = StartTwoWorkerJob();
+  const auto text = [&] {
+    return SerializeMetrics(*coordinator_->metrics().registry());
+  };
+  const auto has = [&](const std::string& name, const std::string& value) {
+    return text().find(name + "{job_name=\"jobs/000001\"} " + value + "\n") !=
+           std::string::npos;
+  };
+  const auto seconds = [](absl::Time time) {
+    return std::to_string(absl::ToUnixSeconds(time));
+  };
+  auto sampler = *sampler::StreamSampler::Create(
+      std::vector<int64_t>(10, 100), {.seed = 7, .window_shards = 2});
+  const auto report = [&](const std::string& worker, uint64_t incarnation,
+                          int32_t rank, int64_t generation, int64_t step) {
+    const auto ids = *sampler::RankExampleIds(*sampler, 100, step, 2, rank);
+    v1::ReportStepRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    request.set_generation(generation);
+    request.set_step(step);
+    request.set_example_count(ids.size());
+    request.set_example_digest(sampler::ExampleDigest(ids));
+    return coordinator_->ReportStep(request);
+  };
+  coordinator_->Tick();
+  // The world formed: the lineage clock starts; nothing trained yet.
+  EXPECT_TRUE(has("podtrain_job_step", "-1")) << text();
+  EXPECT_TRUE(has("podtrain_job_restarts", "0"));
+  EXPECT_TRUE(has("podtrain_job_restarts_remaining", "3"));
+  EXPECT_TRUE(has("podtrain_job_checkpoint_interval_steps", "10"));
+  EXPECT_TRUE(has("podtrain_job_examples_total", "0"));
+  EXPECT_TRUE(
+      has("podtrain_job_last_checkpoint_timestamp_seconds", seconds(started)));
+
+  // Rank 0 is at step 1, rank 1 at step 0: the world has finished step 0.
+  ASSERT_TRUE(report("w0", 100, 0, 1, 0).ok());
+  ASSERT_TRUE(report("w0", 100, 0, 1, 1).ok());
+  ASSERT_TRUE(report("w1", 200, 1, 1, 0).ok());
+  coordinator_->Tick();
+  EXPECT_TRUE(has("podtrain_job_step", "0")) << text();
+  clock_.Advance(absl::Seconds(2));  // within the 3 s lease
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 9).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 9).ok());
+  const absl::Time committed = clock_.Now();
+  coordinator_->Tick();
+  // The world's step is at least the committed one.
+  EXPECT_TRUE(has("podtrain_job_step", "9")) << text();
+  EXPECT_TRUE(has("podtrain_job_examples_total", "150"));  // 3 x 50
+  EXPECT_TRUE(has("podtrain_job_last_checkpoint_timestamp_seconds",
+                  seconds(committed)));
+
+  // A collective error is an involuntary restart: one less in the budget.
+  ASSERT_TRUE(Heartbeat("w0", 100, 1, false, "Connection reset by peer").ok());
+  EXPECT_FALSE(Join("w0", 100, 1).ok());
+  EXPECT_FALSE(Join("w1", 200, 1).ok());
+  clock_.Advance(absl::Milliseconds(600));  // backoff
+  coordinator_->Tick();
+  ASSERT_TRUE(Join("w0", 100, 1).ok());
+  coordinator_->Tick();
+  EXPECT_TRUE(has("podtrain_job_restarts", "1")) << text();
+  EXPECT_TRUE(has("podtrain_job_restarts_remaining", "2"));
+  EXPECT_TRUE(has("podtrain_job_generation", "2"));
+
+  // The lineage time comes from the journal: a restarted coordinator keeps
+  // it (a fresh clock reading would hide a stale checkpoint).
+  clock_.Advance(absl::Minutes(5));
+  Restart();
+  coordinator_->Tick();
+  EXPECT_TRUE(
+      has("podtrain_job_last_checkpoint_timestamp_seconds", seconds(committed)))
+      << text();
+  EXPECT_TRUE(has("podtrain_job_restarts", "1"));
 }
 
 TEST_F(CoordinatorTest, StaleIncarnationsAreAborted) {

@@ -180,6 +180,15 @@ grpc::Status WorkerServiceImpl::CommitCheckpoint(
   return ToGrpcStatus(committed.status());
 }
 
+grpc::Status WorkerServiceImpl::RejectCheckpoint(
+    grpc::ServerContext* context, const v1::RejectCheckpointRequest* request,
+    v1::RejectCheckpointResponse* response) {
+  PODTRAIN_RPC(context, "RejectCheckpoint");
+  auto rejected = coordinator_->RejectCheckpoint(*request);
+  if (rejected.ok()) *response = *std::move(rejected);
+  return ToGrpcStatus(rejected.status());
+}
+
 grpc::Status WorkerServiceImpl::StoreSet(grpc::ServerContext* context,
                                          const v1::StoreSetRequest* request,
                                          v1::StoreSetResponse*) {

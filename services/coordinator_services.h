@@ -86,6 +86,9 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   grpc::Status CommitCheckpoint(
       grpc::ServerContext* context, const v1::CommitCheckpointRequest* request,
       v1::CommitCheckpointResponse* response) override;
+  grpc::Status RejectCheckpoint(
+      grpc::ServerContext* context, const v1::RejectCheckpointRequest* request,
+      v1::RejectCheckpointResponse* response) override;
   grpc::Status StoreSet(grpc::ServerContext* context,
                         const v1::StoreSetRequest* request,
                         v1::StoreSetResponse* response) override;

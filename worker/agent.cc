@@ -22,10 +22,14 @@
 #include "worker/collectives.h"
 #include "worker/consumption_log.h"
 #include "worker/coordinator_store.h"
+#include "worker/device.h"
 #include "worker/gloo_communicator.h"
 #include "worker/gradient_buckets.h"
 #include "worker/input_pipeline.h"
 #include "worker/model.h"
+#ifdef PODTRAIN_WITH_NCCL
+#include "worker/nccl_communicator.h"
+#endif
 #include "worker/optimizer.h"
 #include "worker/schedule.h"
 
@@ -69,6 +73,20 @@ struct Agent::Generation {
 
 namespace {
 
+torch::Device ComputeDevice(int cuda_device) {
+  return cuda_device < 0
+             ? torch::Device(torch::kCPU)
+             : torch::Device(torch::kCUDA,
+                             static_cast<c10::DeviceIndex>(cuda_device));
+}
+
+// A copy in host memory, for checkpoint files (a CPU tensor is cloned: the
+// training step must not change what is being written).
+torch::Tensor HostCopy(const torch::Tensor& tensor) {
+  return tensor.detach().to(torch::kCPU, /*non_blocking=*/false,
+                            /*copy=*/true);
+}
+
 uint64_t RandomIncarnation() {
   std::random_device device;
   uint64_t value = 0;
@@ -97,7 +115,8 @@ uint64_t JobFingerprint(const std::string& name, const v1::JobSpec& spec,
 namespace {
 
 // Accuracy of `model` on every example of `data`, in batches.
-absl::StatusOr<double> Evaluate(Model& model, const dataset::Dataset& data) {
+absl::StatusOr<double> Evaluate(Model& model, const dataset::Dataset& data,
+                                torch::Device device) {
   torch::NoGradGuard no_grad;
   constexpr int64_t kBatch = 1000;
   int64_t correct = 0;
@@ -106,8 +125,9 @@ absl::StatusOr<double> Evaluate(Model& model, const dataset::Dataset& data) {
     std::vector<int64_t> ids(end - begin);
     for (int64_t k = 0; k < end - begin; ++k) ids[k] = begin + k;
     ASSIGN_OR_RETURN(Batch batch, DecodeBatch(data, -1, std::move(ids)));
-    const torch::Tensor predicted = model.forward(batch.images).argmax(1);
-    correct += predicted.eq(batch.labels).sum().item<int64_t>();
+    const torch::Tensor predicted =
+        model.forward(batch.images.to(device)).argmax(1);
+    correct += predicted.eq(batch.labels.to(device)).sum().item<int64_t>();
   }
   return static_cast<double>(correct) / data.num_examples();
 }
@@ -225,6 +245,8 @@ void Agent::HeartbeatLoop() {
 // ===========================================================================
 
 absl::Status Agent::Run() {
+  ASSIGN_OR_RETURN(const torch::Device device, ResolveDevice(options_.device));
+  cuda_device_ = device.is_cuda() ? device.index() : -1;
   RETURN_IF_ERROR(Register());
   LOG(INFO) << options_.worker_id << " registered with "
             << options_.coordinator_address << " (incarnation "
@@ -316,20 +338,30 @@ absl::Status Agent::PrepareJob(const v1::JoinGenerationResponse& world) {
   return absl::OkStatus();
 }
 
-// Model and optimizer as of the committed checkpoint, or fresh from the
-// seed: steps trained after the last commit are discarded, so every rank
-// starts the generation from the same state.
-absl::Status Agent::LoadOrInitialize(const v1::JoinGenerationResponse& world) {
+// A fresh model and optimizer from the seed: every generation starts from
+// these, then restores the committed checkpoint over them, so steps trained
+// after the last commit are discarded and every rank starts alike.
+absl::Status Agent::InitializeModel() {
   Job& job = *job_;
   const dataset::Schema& schema = job.data->manifest().schema;
   ASSIGN_OR_RETURN(job.model,
                    BuildModel(job.spec.model(),
                               {schema.height, schema.width, schema.channels},
                               job.spec.seed()));
+  // Initialized on the CPU from the seed (the same weights whatever the
+  // device), then moved; the optimizer's state follows its parameters.
+  job.model->to(ComputeDevice(cuda_device_));
   job.params = GroupParameters(*job.model);
   ASSIGN_OR_RETURN(job.optimizer,
                    MakeOptimizer(job.spec.optimizer(), job.params));
-  if (world.resume_step() < 0) return absl::OkStatus();
+  return absl::OkStatus();
+}
+
+// Loads the head of the committed lineage into the model and optimizer.
+// An unusable checkpoint is NOT_FOUND, FAILED_PRECONDITION (incomplete or
+// another job's) or DATA_LOSS (corrupt, or not this model's).
+absl::Status Agent::RestoreCommitted(const v1::JoinGenerationResponse& world) {
+  Job& job = *job_;
   ASSIGN_OR_RETURN(const CheckpointState state,
                    ReadCheckpoint(world.resume_checkpoint(), job.fingerprint));
   if (state.step != world.resume_step()) {
@@ -358,7 +390,49 @@ absl::Status Agent::LoadOrInitialize(const v1::JoinGenerationResponse& world) {
   for (const NamedTensor& saved : state.optimizer) {
     optimizer_state.emplace_back(saved.name, saved.tensor);
   }
-  return job.optimizer->LoadStateTensors(optimizer_state);
+  const absl::Status loaded = job.optimizer->LoadStateTensors(optimizer_state);
+  if (!loaded.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        world.resume_checkpoint(), ": optimizer state: ", loaded.message()));
+  }
+  return absl::OkStatus();
+}
+
+// Tells the coordinator that the lineage's head cannot be loaded, so the
+// world resumes from the commit before it instead of failing here forever.
+absl::Status Agent::RejectCheckpoint(const v1::JoinGenerationResponse& world,
+                                     const absl::Status& why) {
+  LOG(ERROR) << options_.worker_id << ": cannot resume " << world.job()
+             << " from the checkpoint of step " << world.resume_step() << ": "
+             << why << "; asking the coordinator to fall back";
+  v1::RejectCheckpointRequest request;
+  request.set_worker_id(options_.worker_id);
+  request.set_incarnation(options_.incarnation);
+  request.set_generation(world.generation());
+  request.set_step(world.resume_step());
+  request.set_path(world.resume_checkpoint());
+  request.set_reason(
+      absl::StrCat(absl::StatusCodeToString(why.code()), ": ", why.message()));
+  v1::RejectCheckpointResponse response;
+  grpc::Status status;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    auto context = Context(absl::Seconds(5));
+    status = stub_->RejectCheckpoint(context.get(), request, &response);
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  if (status.ok()) {
+    LOG(INFO) << world.job() << " resumes after step "
+              << response.resume_step();
+    return absl::OkStatus();
+  }
+  // The generation ended meanwhile: the next one gives the head again, and
+  // it is rejected again if it is still the bad one.
+  if (status.error_code() == grpc::StatusCode::ABORTED ||
+      status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    return absl::OkStatus();
+  }
+  return WithContext(FromGrpcStatus(status), "reject a checkpoint");
 }
 
 absl::Status Agent::Checkpoint(const v1::JoinGenerationResponse& world,
@@ -373,10 +447,10 @@ absl::Status Agent::Checkpoint(const v1::JoinGenerationResponse& world,
     state.generation = world.generation();
     state.next_stream_position = (step + 1) * job.spec.global_batch();
     for (const auto& item : job.model->named_parameters()) {
-      state.model.push_back({item.key(), item.value().detach().clone()});
+      state.model.push_back({item.key(), HostCopy(item.value())});
     }
     for (auto& [name, tensor] : job.optimizer->StateTensors()) {
-      state.optimizer.push_back({name, tensor});
+      state.optimizer.push_back({name, HostCopy(tensor)});
     }
     ASSIGN_OR_RETURN(path, WriteCheckpoint(job.checkpoint_root, state));
     // Keep the newest N, never the committed one (it may be older).
@@ -427,7 +501,16 @@ absl::Status Agent::WaitForCommit(int64_t step) {
 absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     const v1::JoinGenerationResponse& world) {
   Job& job = *job_;
-  RETURN_IF_ERROR(LoadOrInitialize(world));
+  RETURN_IF_ERROR(InitializeModel());
+  if (world.resume_step() >= 0) {
+    const absl::Status restored = RestoreCommitted(world);
+    if (absl::IsNotFound(restored) || absl::IsFailedPrecondition(restored) ||
+        absl::IsDataLoss(restored)) {
+      RETURN_IF_ERROR(RejectCheckpoint(world, restored));
+      return Outcome::kRejoin;
+    }
+    RETURN_IF_ERROR(restored);
+  }
   const int64_t global_batch = job.spec.global_batch();
 
   // --- communicator and assignment stream --------------------------------
@@ -449,8 +532,12 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
   auto store = std::make_shared<CoordinatorStore>(
       channel_, world.bootstrap().store_prefix(), options_.bearer_token,
       options_.collective_timeout);
+  const torch::Device device = ComputeDevice(cuda_device_);
   absl::StatusOr<std::unique_ptr<Communicator>> communicator =
-      ConnectGloo(comm_options, store);
+#ifdef PODTRAIN_WITH_NCCL
+      device.is_cuda() ? ConnectNccl(comm_options, cuda_device_, store) :
+#endif
+                       ConnectGloo(comm_options, store);
   if (!communicator.ok()) {
     release();
     LOG(WARNING) << "cannot form the world: " << communicator.status();
@@ -510,15 +597,18 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     // this rank's sum over its examples divided by the global batch, so the
     // summed gradients are the global batch's mean gradient.
     job.model->zero_grad();
-    const torch::Tensor logits = job.model->forward(batch->images);
+    const torch::Tensor logits =
+        job.model->forward(batch->images.to(device, /*non_blocking=*/true));
     const torch::Tensor local_loss =
-        SummedLoss(logits, batch->labels, job.spec.model().loss());
+        SummedLoss(logits, batch->labels.to(device, /*non_blocking=*/true),
+                   job.spec.model().loss());
     (local_loss / static_cast<double>(global_batch)).backward();
     absl::Status reduced = buckets.FinishReduction();
     // The stop flag rides in its own all-reduce: every rank sees the same
     // sum at the same step, so they all checkpoint at this step's end.
     torch::Tensor stop =
-        torch::tensor({(preempting_ || checkpoint_requested_) ? 1.0f : 0.0f});
+        torch::tensor({(preempting_ || checkpoint_requested_) ? 1.0f : 0.0f})
+            .to(device);
     if (reduced.ok()) reduced = generation->communicator->AllReduceSum(stop);
     if (!reduced.ok()) {
       if (!generation_over_) {
@@ -557,7 +647,7 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     if (world.rank() == 0 && job.eval_data != nullptr &&
         (last || (eval_interval > 0 && (step + 1) % eval_interval == 0))) {
       ASSIGN_OR_RETURN(const double accuracy,
-                       Evaluate(*job.model, *job.eval_data));
+                       Evaluate(*job.model, *job.eval_data, device));
       report.set_eval_accuracy(accuracy);
       LOG(INFO) << job.name << " step " << step << ": eval accuracy "
                 << accuracy;

@@ -5,8 +5,10 @@
 //   loop:
 //     join a generation (world size, rank, where to resume)
 //     open the job's dataset, check its fingerprint; build model + optimizer
-//     load the committed checkpoint (or initialize from the seed)
-//     build the communicator (Gloo, rendezvous through the coordinator)
+//     load the committed checkpoint (or initialize from the seed); one that
+//       cannot be loaded is rejected: the coordinator falls back a commit
+//     build the communicator (Gloo on the CPU, NCCL on CUDA; rendezvous
+//       through the coordinator)
 //     stream assignments -> input pipeline (prefetch thread)
 //     for each step: forward, backward with bucketed all-reduce overlapped,
 //       agree on the stop flag, optimizer update, report the step (with the
@@ -68,6 +70,9 @@ struct AgentOptions {
   int prefetch_steps = 4;
   // Intra-op threads for libtorch (1 keeps CPU results bit-reproducible).
   int torch_threads = 1;
+  // "cpu" (Gloo collectives) or "cuda[:N]" (NCCL; needs a --config=cuda
+  // build and a CUDA libtorch): worker/device.h.
+  std::string device = "cpu";
   // How long a preempted worker waits for its emergency checkpoint to be
   // committed before it gives up and exits anyway.
   absl::Duration preemption_grace = absl::Seconds(25);
@@ -81,8 +86,10 @@ class Agent {
 
   // Trains until the job this worker belongs to ends (OK), or this worker
   // was preempted and its emergency checkpoint is committed (OK). Errors
-  // that no rejoin can fix (a dataset whose fingerprint differs, a corrupt
-  // committed checkpoint) are returned.
+  // that no rejoin can fix (a dataset whose fingerprint differs, a device
+  // that cannot be used) are returned. A committed checkpoint that cannot be
+  // loaded (missing, incomplete, corrupt) is rejected to the coordinator,
+  // which resumes the world from the commit before it.
   absl::Status Run();
 
   // Asks for an emergency checkpoint at the next step boundary and a clean
@@ -102,7 +109,10 @@ class Agent {
   absl::Status PrepareJob(const v1::JoinGenerationResponse& world);
   absl::StatusOr<Outcome> TrainGeneration(
       const v1::JoinGenerationResponse& world);
-  absl::Status LoadOrInitialize(const v1::JoinGenerationResponse& world);
+  absl::Status InitializeModel();
+  absl::Status RestoreCommitted(const v1::JoinGenerationResponse& world);
+  absl::Status RejectCheckpoint(const v1::JoinGenerationResponse& world,
+                                const absl::Status& why);
   absl::Status Checkpoint(const v1::JoinGenerationResponse& world,
                           int64_t step);
   absl::Status WaitForCommit(int64_t step);
@@ -110,6 +120,8 @@ class Agent {
   void ReportCollectiveError(const absl::Status& error);
 
   const AgentOptions options_;
+  // The CUDA device trained on, or -1 for the CPU (resolved by Run).
+  int cuda_device_ = -1;
   std::unique_ptr<WorkerMetrics> metrics_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;

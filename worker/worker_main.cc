@@ -10,6 +10,7 @@
 // grace period. Exit codes: 0 when the job ended or after a preemption,
 // 1 on an error no rejoin can fix.
 
+#include <dlfcn.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -45,7 +46,11 @@ ABSL_FLAG(std::string, metrics_address, "127.0.0.1:0",
           "off)");
 ABSL_FLAG(std::string, metrics_port_file, "",
           "if set, the bound metrics port is written here");
-ABSL_FLAG(int32_t, threads, 1, "libtorch intra-op threads");
+ABSL_FLAG(int32_t, threads, 1,
+          "intra-op threads: libtorch's, and OpenBLAS's for its GEMMs");
+ABSL_FLAG(std::string, device, "cpu",
+          "cpu (Gloo collectives) or cuda[:N] (NCCL; needs a --config=cuda "
+          "build and a CUDA libtorch)");
 ABSL_FLAG(int32_t, collective_timeout_seconds, 30,
           "a collective stuck this long fails (a stopped peer)");
 ABSL_FLAG(int32_t, preemption_grace_seconds, 25,
@@ -62,6 +67,16 @@ void OnSigterm(int) {
   sigterm_received.store(true);
   podtrain::worker::Agent* current = agent.load();
   if (current != nullptr) current->RequestPreemption();
+}
+
+// OpenBLAS (under libtorch's matrix products) keeps its own thread pool,
+// sized to every core unless told otherwise: torch::set_num_threads does not
+// reach it. Looked up at run time, so any BLAS links.
+void SetBlasThreads(int threads) {
+  using SetThreads = void (*)(int);
+  auto set = reinterpret_cast<SetThreads>(
+      dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set != nullptr) set(threads);
 }
 
 std::string DefaultWorkerId() {
@@ -100,6 +115,8 @@ int main(int argc, char** argv) {
     options.channel_credentials = *std::move(credentials);
   }
   options.torch_threads = absl::GetFlag(FLAGS_threads);
+  options.device = absl::GetFlag(FLAGS_device);
+  SetBlasThreads(options.torch_threads);
   options.collective_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_seconds));
   options.preemption_grace =
