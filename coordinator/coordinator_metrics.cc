@@ -90,8 +90,9 @@ CoordinatorMetrics::CoordinatorMetrics(
   rejected_checkpoints_ =
       &prometheus::BuildCounter()
            .Name("podtrain_coordinator_rejected_checkpoints_total")
-           .Help("Committed checkpoints a worker could not load (corrupt, "
-                 "missing), taken out of their job's lineage.")
+           .Help(
+               "Committed checkpoints a worker could not load (corrupt, "
+               "missing), taken out of their job's lineage.")
            .Register(*registry_)
            .Add({});
   for (int state = v1::QUEUED; state <= v1::CANCELLED; ++state) {
