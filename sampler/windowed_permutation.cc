@@ -51,22 +51,22 @@ absl::StatusOr<WindowedPermutation> WindowedPermutation::Create(
     return p;
   }
 
-  p.manifest_start_.resize(num_shards);
+  std::vector<uint64_t> manifest_start(num_shards);
   uint64_t start = 0;
   for (int64_t s = 0; s < num_shards; ++s) {
-    p.manifest_start_[s] = start;
+    manifest_start[s] = start;
     start += shard_sizes[s];
   }
   auto shard_order = FeistelPermutation::Create(
       num_shards, DeriveKey(seed, epoch, kShardOrderStream));
   if (!shard_order.ok()) return shard_order.status();
-  p.shard_at_slot_.resize(num_shards);
+  p.slot_delta_.resize(num_shards);
   p.slot_start_.resize(num_shards + 1);
   uint64_t offset = 0;
   for (int64_t q = 0; q < num_shards; ++q) {
-    const uint32_t shard = static_cast<uint32_t>((*shard_order)(q));
-    p.shard_at_slot_[q] = shard;
+    const uint64_t shard = (*shard_order)(q);
     p.slot_start_[q] = offset;
+    p.slot_delta_[q] = manifest_start[shard] - offset;  // mod 2^64
     offset += shard_sizes[shard];
   }
   p.slot_start_[num_shards] = offset;
@@ -75,8 +75,7 @@ absl::StatusOr<WindowedPermutation> WindowedPermutation::Create(
 
 int64_t WindowedPermutation::num_windows() const {
   if (global_) return 1;
-  const int64_t shards = static_cast<int64_t>(shard_at_slot_.size());
-  return (shards + window_ - 1) / window_;
+  return (num_shards() + window_ - 1) / window_;
 }
 
 int64_t WindowedPermutation::WindowOf(uint64_t i) const {
@@ -97,7 +96,7 @@ int64_t WindowedPermutation::WindowOf(uint64_t i) const {
 
 FeistelPermutation WindowedPermutation::WindowPermutation(int64_t j) const {
   const int64_t first = j * window_;
-  const int64_t end = std::min<int64_t>(first + window_, shard_at_slot_.size());
+  const int64_t end = std::min<int64_t>(first + window_, num_shards());
   const uint64_t records = slot_start_[end] - slot_start_[first];
   // Only called for windows holding position i, so never empty.
   return *FeistelPermutation::Create(
@@ -120,14 +119,14 @@ uint64_t WindowedPermutation::IdAtShuffledOffset(uint64_t offset,
     length -= half;
   }
   const int64_t slot = base - slot_start_.data();
-  return manifest_start_[shard_at_slot_[slot]] + (offset - slot_start_[slot]);
+  return offset + slot_delta_[slot];
 }
 
 uint64_t WindowedPermutation::At(uint64_t i) const {
   if (global_) return (*global_)(i);
   const int64_t j = WindowOf(i);
   const int64_t first = j * window_;
-  const int64_t end = std::min<int64_t>(first + window_, shard_at_slot_.size());
+  const int64_t end = std::min<int64_t>(first + window_, num_shards());
   const uint64_t window_start = slot_start_[first];
   const uint64_t local = WindowPermutation(j)(i - window_start);
   return IdAtShuffledOffset(window_start + local, first, end);
@@ -145,7 +144,7 @@ void WindowedPermutation::Fill(uint64_t begin, uint64_t count,
     const int64_t j = WindowOf(i);
     const int64_t first = j * window_;
     const int64_t end =
-        std::min<int64_t>(first + window_, shard_at_slot_.size());
+        std::min<int64_t>(first + window_, num_shards());
     const uint64_t window_start = slot_start_[first];
     const uint64_t window_records = slot_start_[end] - window_start;
     const uint64_t run = std::min<uint64_t>(slot_start_[end], stop) - i;
@@ -168,7 +167,7 @@ void WindowedPermutation::Fill(uint64_t begin, uint64_t count,
       const uint64_t offset = window_start + local;
       while (starts[slot] > offset) --slot;
       while (slot + 1 < end && starts[slot + 1] <= offset) ++slot;
-      out[k] = manifest_start_[shard_at_slot_[slot]] + (offset - starts[slot]);
+      out[k] = offset + slot_delta_[slot];
     }
     out += run;
     i += run;
@@ -176,8 +175,7 @@ void WindowedPermutation::Fill(uint64_t begin, uint64_t count,
 }
 
 size_t WindowedPermutation::MemoryBytes() const {
-  return sizeof(*this) + manifest_start_.capacity() * sizeof(uint64_t) +
-         shard_at_slot_.capacity() * sizeof(uint32_t) +
+  return sizeof(*this) + slot_delta_.capacity() * sizeof(uint64_t) +
          slot_start_.capacity() * sizeof(uint64_t);
 }
 

@@ -12,7 +12,7 @@
 //
 // Random access: At(i) costs two binary searches and one Feistel evaluation;
 // Fill(begin, count) amortizes the searches over a run of positions, which is
-// how the coordinator reads whole steps. Memory: O(S) (three small tables),
+// how the coordinator reads whole steps. Memory: O(S) (two tables of S+1 words),
 // independent of N.
 //
 // Thread-safety: immutable after Create; all const methods are thread-safe.
@@ -77,10 +77,14 @@ class WindowedPermutation {
   uint64_t epoch_ = 0;
   // Set for a global shuffle; the tables below are empty then.
   std::optional<FeistelPermutation> global_;
-  // manifest_start_[s]: id of shard s's first record.
-  std::vector<uint64_t> manifest_start_;
-  // shard_at_slot_[q]: the shard at position q of this epoch's shard order.
-  std::vector<uint32_t> shard_at_slot_;
+  int64_t num_shards() const {
+    return static_cast<int64_t>(slot_start_.size()) - 1;
+  }
+
+  // slot_delta_[q]: the id of the first record of the shard at position q
+  // of this epoch's shard order, minus slot_start_[q] (mod 2^64): the id at
+  // shuffled offset o inside slot q is o + slot_delta_[q], one load.
+  std::vector<uint64_t> slot_delta_;
   // slot_start_[q]: offset of slot q's first record in the shuffled
   // concatenation; slot_start_[S] = N.
   std::vector<uint64_t> slot_start_;
