@@ -3,6 +3,7 @@
 # with exit 1 and the reason, before it registers anywhere: no machine here
 # has a GPU, so --device=cuda must fail in both build configurations (the
 # message says which part is missing), and a misspelled device is named.
+# Under --config=cuda it also checks the binary links NCCL and cudart.
 set -uo pipefail
 
 worker="$1"
@@ -30,7 +31,18 @@ expect_exit_1() {
   fi
 }
 
-if ldd "$worker" | grep -q libnccl; then
+# The build configuration this test was built in (--config=cuda or not):
+# under CUDA the worker must link NCCL and the CUDA runtime.
+build="$2"
+if [[ $build == cuda ]]; then
+  for lib in libnccl.so libcudart.so; do
+    if ldd "$worker" | grep -q "$lib"; then
+      echo "ok: podtrain-worker links $lib"
+    else
+      echo "FAIL: a --config=cuda podtrain-worker does not link $lib" >&2
+      failures=$((failures + 1))
+    fi
+  done
   cuda_reason="libtorch sees no CUDA device"
 else
   cuda_reason="built without CUDA and NCCL"
