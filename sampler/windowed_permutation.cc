@@ -143,8 +143,7 @@ void WindowedPermutation::Fill(uint64_t begin, uint64_t count,
   while (i < stop) {
     const int64_t j = WindowOf(i);
     const int64_t first = j * window_;
-    const int64_t end =
-        std::min<int64_t>(first + window_, num_shards());
+    const int64_t end = std::min<int64_t>(first + window_, num_shards());
     const uint64_t window_start = slot_start_[first];
     const uint64_t window_records = slot_start_[end] - window_start;
     const uint64_t run = std::min<uint64_t>(slot_start_[end], stop) - i;

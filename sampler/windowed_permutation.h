@@ -12,8 +12,8 @@
 //
 // Random access: At(i) costs two binary searches and one Feistel evaluation;
 // Fill(begin, count) amortizes the searches over a run of positions, which is
-// how the coordinator reads whole steps. Memory: O(S) (two tables of S+1 words),
-// independent of N.
+// how the coordinator reads whole steps. Memory: O(S) (two tables of S+1
+// words), independent of N.
 //
 // Thread-safety: immutable after Create; all const methods are thread-safe.
 
