@@ -18,6 +18,11 @@ class SystemClock : public Clock {
                          absl::Time deadline) override {
     return mu->AwaitWithDeadline(condition, deadline);
   }
+
+  bool WaitWithDeadline(absl::Mutex* mu, absl::CondVar* cv,
+                        absl::Time deadline) override {
+    return cv->WaitWithDeadline(mu, deadline);
+  }
 };
 
 }  // namespace
@@ -66,6 +71,25 @@ bool FakeClock::AwaitWithDeadline(absl::Mutex* mu,
   absl::MutexLock lock(&mu_);
   --waiters_;
   return satisfied;
+}
+
+bool FakeClock::WaitWithDeadline(absl::Mutex* mu, absl::CondVar* cv,
+                                 absl::Time deadline) {
+  // As in AwaitWithDeadline: fake time cannot signal `cv`, so re-check the
+  // fake deadline in short real slices until `cv` is signalled.
+  {
+    absl::MutexLock lock(&mu_);
+    ++waiters_;
+  }
+  bool passed = false;
+  while (true) {
+    const bool signalled = !cv->WaitWithTimeout(mu, absl::Milliseconds(1));
+    passed = Now() >= deadline;
+    if (signalled || passed) break;
+  }
+  absl::MutexLock lock(&mu_);
+  --waiters_;
+  return passed;
 }
 
 void FakeClock::Advance(absl::Duration duration) {

@@ -38,6 +38,16 @@ class Clock {
   virtual bool AwaitWithDeadline(absl::Mutex* mu,
                                  const absl::Condition& condition,
                                  absl::Time deadline) = 0;
+
+  // Waits on `cv` with `mu` (which the caller holds) until `cv` is signalled
+  // or Now() reaches `deadline`, and may return spuriously, so callers
+  // re-check their condition in a loop; returns whether the deadline has
+  // passed. Like absl::CondVar::WaitWithDeadline, but on this clock's time.
+  // For many waiters on one mutex: a Condition is evaluated for every waiter
+  // at every unlock, a CondVar waiter only when signalled.
+  // REQUIRES: mu is held by the caller.
+  virtual bool WaitWithDeadline(absl::Mutex* mu, absl::CondVar* cv,
+                                absl::Time deadline) = 0;
 };
 
 // The system clock. Never destroyed.
@@ -52,6 +62,8 @@ class FakeClock : public Clock {
   void SleepUntil(absl::Time deadline) override;
   bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& condition,
                          absl::Time deadline) override;
+  bool WaitWithDeadline(absl::Mutex* mu, absl::CondVar* cv,
+                        absl::Time deadline) override;
 
   // Moves time forward and wakes every sleeper whose deadline has come.
   void Advance(absl::Duration duration);

@@ -86,5 +86,52 @@ TEST(FakeClockTest, AwaitWithDeadlineTimesOutOnFakeTimeOnly) {
   EXPECT_TRUE(returned.load());
 }
 
+TEST(FakeClockTest, WaitWithDeadlineReturnsWhenSignalled) {
+  FakeClock clock;
+  absl::Mutex mu;
+  absl::CondVar cv;
+  std::thread signaller([&] {
+    clock.BlockUntilWaiters(1);
+    absl::MutexLock lock(&mu);
+    cv.Signal();
+  });
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_FALSE(
+        clock.WaitWithDeadline(&mu, &cv, clock.Now() + absl::Hours(1)));
+  }
+  signaller.join();
+  EXPECT_EQ(clock.waiters(), 0);
+}
+
+TEST(FakeClockTest, WaitWithDeadlineTimesOutOnFakeTimeOnly) {
+  FakeClock clock;
+  absl::Mutex mu;
+  absl::CondVar cv;
+  std::atomic<bool> returned{false};
+  std::thread waiter([&] {
+    absl::MutexLock lock(&mu);
+    EXPECT_TRUE(
+        clock.WaitWithDeadline(&mu, &cv, clock.Now() + absl::Seconds(30)));
+    returned = true;
+  });
+  clock.BlockUntilWaiters(1);
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_FALSE(returned.load());
+  clock.Advance(absl::Seconds(30));
+  waiter.join();
+  EXPECT_TRUE(returned.load());
+}
+
+TEST(RealClockTest, WaitWithDeadlineTimesOut) {
+  absl::Mutex mu;
+  absl::CondVar cv;
+  absl::MutexLock lock(&mu);
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE(
+      RealClock()->WaitWithDeadline(&mu, &cv, start + absl::Milliseconds(20)));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(19));
+}
+
 }  // namespace
 }  // namespace podtrain

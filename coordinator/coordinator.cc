@@ -85,12 +85,14 @@ absl::Status Coordinator::Recover() {
   for (const auto& [name, job] : state_.jobs()) {
     if (job.finished()) continue;
     JobRuntime& runtime = Runtime(job);
-    runtime.reported_step.assign(job.members.size(), job.committed_step);
-    for (const Member& member : job.members) {
+    ResetProgress(runtime, job.members.size(), job.committed_step);
+    for (size_t i = 0; i < job.members.size(); ++i) {
+      const Member& member = job.members[i];
       Worker& worker = workers_[member.worker_id];
       worker.incarnation = member.incarnation;
       worker.lease_deadline = now + options_.lease;
       worker.job = name;
+      worker.member_index = static_cast<int32_t>(i);
     }
   }
   if (!updates.empty()) {
@@ -113,6 +115,9 @@ absl::Status Coordinator::Commit(internal::Update update) {
   state_ = std::move(trial);
   NoteLineageTime(update);
   ++version_;
+  // Any durable change (a generation, a commit, a job's state) may be what
+  // a blocked call waits for. Durable changes are rare; waking is cheap.
+  WakeWaiters();
   return absl::OkStatus();
 }
 
@@ -158,6 +163,7 @@ absl::Status Coordinator::SetJobState(const std::string& name,
 Coordinator::JobRuntime& Coordinator::Runtime(const JobRecord& job) {
   JobRuntime& runtime = runtime_[job.name];
   if (runtime.sampler == nullptr) {
+    runtime.name = job.name;
     // Validated at CreateJob; recreated from the journaled shard sizes.
     auto sampler = sampler::StreamSampler::Create(
         job.shard_sizes, {.seed = job.spec.seed(),
@@ -167,6 +173,55 @@ Coordinator::JobRuntime& Coordinator::Runtime(const JobRecord& job) {
     runtime.total_steps = TotalSteps(job.spec, job.examples_per_epoch());
   }
   return runtime;
+}
+
+void Coordinator::NoteProgress(JobRuntime& runtime, int32_t rank,
+                               int64_t step) {
+  int64_t& reported = runtime.reported_step[rank];
+  if (step <= reported) return;
+  const int64_t before = reported;
+  reported = step;
+  if (before != runtime.slowest || --runtime.at_slowest > 0) return;
+  // The last rank at the minimum moved on (once per step of the world):
+  // find the new minimum, and let the streams hand out what it allows.
+  runtime.slowest = *std::min_element(runtime.reported_step.begin(),
+                                      runtime.reported_step.end());
+  runtime.at_slowest = std::count(runtime.reported_step.begin(),
+                                  runtime.reported_step.end(), runtime.slowest);
+  AssignmentsChanged(runtime);
+}
+
+void Coordinator::ResetProgress(JobRuntime& runtime, size_t ranks,
+                                int64_t step) {
+  runtime.reported_step.assign(ranks, step);
+  runtime.slowest = step;
+  runtime.at_slowest = ranks;
+  AssignmentsChanged(runtime);
+}
+
+void Coordinator::WakeWaiters() {
+  for (auto& [id, worker] : workers_) worker.membership_changed->SignalAll();
+  for (auto& [name, runtime] : runtime_) {
+    runtime.assignments_changed.SignalAll();
+  }
+  if (assignment_listener_) assignment_listener_("");
+}
+
+void Coordinator::AssignmentsChanged(JobRuntime& runtime) {
+  runtime.assignments_changed.SignalAll();
+  if (assignment_listener_) assignment_listener_(runtime.name);
+}
+
+void Coordinator::SetAssignmentListener(
+    std::function<void(const std::string& job)> listener) {
+  absl::MutexLock lock(&mu_);
+  assignment_listener_ = std::move(listener);
+}
+
+std::string Coordinator::WorkerJob(const std::string& worker_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker_id);
+  return it == workers_.end() ? "" : it->second.job;
 }
 
 // ---------------------------------------------------------------------------
@@ -400,6 +455,11 @@ absl::StatusOr<std::pair<const JobRecord*, int32_t>> Coordinator::MemberOf(
                                            "': generation ", generation,
                                            " is not current; rejoin"));
   }
+  const int32_t hint = worker.member_index;
+  if (hint >= 0 && static_cast<size_t>(hint) < job->members.size() &&
+      job->members[hint].worker_id == worker_id) {
+    return std::make_pair(job, job->members[hint].rank);
+  }
   for (const Member& member : job->members) {
     if (member.worker_id == worker_id) {
       return std::make_pair(job, member.rank);
@@ -444,6 +504,7 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Worker * worker,
                    AuthenticWorker(request.worker_id(), request.incarnation()));
+  const int64_t version_before = version_;
   worker->lease_deadline = clock_->Now() + options_.lease;
   const JobRecord* job =
       worker->job.empty() ? nullptr : state_.FindJob(worker->job);
@@ -458,15 +519,20 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
     }
     if (request.preempting() && !worker->preempting) {
       worker->preempting = true;
+      ++preempting_workers_;
       LOG(INFO) << job->name << ": " << request.worker_id()
                 << " is being preempted; emergency checkpoint requested";
       ++version_;
     }
-  } else if (request.preempting() && job == nullptr) {
+  } else if (request.preempting() && job == nullptr && !worker->preempting) {
     // A free worker leaving: nothing to save.
     worker->preempting = true;
+    ++preempting_workers_;
+    ++version_;
   }
-  Reconcile();
+  // Only a heartbeat that changed something can change what Reconcile
+  // decides (an O(workers) pass); Tick covers the passing of time.
+  if (version_ != version_before) Reconcile();
   v1::HeartbeatResponse response;
   job = worker->job.empty() ? nullptr : state_.FindJob(worker->job);
   response.set_committed_step(-1);
@@ -483,9 +549,11 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
     response.set_committed_step(job->committed_step);
     response.set_job_finished(job->finished());
     bool preemption_pending = false;
-    for (const Member& member : job->members) {
-      auto w = workers_.find(member.worker_id);
-      preemption_pending |= w != workers_.end() && w->second.preempting;
+    if (preempting_workers_ > 0) {  // else no member can be preempting
+      for (const Member& member : job->members) {
+        auto w = workers_.find(member.worker_id);
+        preemption_pending |= w != workers_.end() && w->second.preempting;
+      }
     }
     response.set_checkpoint_requested(preemption_pending);
   }
@@ -523,6 +591,7 @@ absl::StatusOr<v1::JoinGenerationResponse> Coordinator::JoinGeneration(
   }
   const std::string worker_id = request.worker_id();
   const uint64_t incarnation = request.incarnation();
+  const std::shared_ptr<absl::CondVar> wake = worker->membership_changed;
   // Ready when the worker is in a newer generation of its job, or is gone.
   const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = workers_.find(worker_id);
@@ -531,7 +600,9 @@ absl::StatusOr<v1::JoinGenerationResponse> Coordinator::JoinGeneration(
     }
     return !it->second.joining || shutting_down_;
   };
-  clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
+  while (!ready()) {
+    if (clock_->WaitWithDeadline(&mu_, wake.get(), deadline)) break;
+  }
   if (shutting_down_) return ShuttingDown();
   ASSIGN_OR_RETURN(worker, AuthenticWorker(worker_id, incarnation));
   if (worker->joining) {
@@ -558,7 +629,7 @@ absl::StatusOr<v1::JoinGenerationResponse> Coordinator::JoinGeneration(
 
 absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
     const v1::StreamAssignmentsRequest& request, int64_t max_steps,
-    absl::Time deadline) {
+    absl::Time deadline, bool continuation) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(
       AuthenticWorker(request.worker_id(), request.incarnation()).status());
@@ -571,38 +642,34 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
     return absl::InvalidArgumentError(
         absl::StrCat("from_step: must be >= 0, got ", from));
   }
-  // A rank asking from step s has been handed every step before it: count
-  // that as progress, so a rank reconnecting after a coordinator restart
-  // (whose reports were soft state) is not held behind its own position.
-  {
-    JobRuntime& runtime = Runtime(*membership.first);
-    int64_t& reported = runtime.reported_step[membership.second];
-    reported = std::max(reported, from - 1);
-  }
+  // A rank asking from step s has trained every step before it: count that
+  // as progress, so a rank reconnecting after a coordinator restart (whose
+  // reports were soft state) is not held behind its own position. Not for a
+  // stream's continuation: those steps were only handed out.
+  JobRuntime& runtime = Runtime(*membership.first);
+  if (!continuation) NoteProgress(runtime, membership.second, from - 1);
   // The horizon: the slowest rank's next step plus the look-ahead.
   const auto horizon = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const JobRecord* job = state_.FindJob(name);
-    const JobRuntime& runtime = runtime_.at(name);
-    int64_t slowest = job->committed_step;
-    if (!runtime.reported_step.empty()) {
-      slowest = *std::min_element(runtime.reported_step.begin(),
-                                  runtime.reported_step.end());
-    }
     return std::min(runtime.total_steps,
-                    std::max(slowest, job->committed_step) + 1 +
+                    std::max(runtime.slowest, job->committed_step) + 1 +
                         options_.assignment_lookahead_steps);
   };
   const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const JobRecord* job = state_.FindJob(name);
     return job->generation != generation || job->finished() ||
-           runtime_.at(name).rendezvous_open || from < horizon() ||
-           from >= runtime_.at(name).total_steps || shutting_down_;
+           runtime.rendezvous_open || from < horizon() ||
+           from >= runtime.total_steps || shutting_down_;
   };
-  clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready), deadline);
+  while (!ready()) {
+    if (clock_->WaitWithDeadline(&mu_, &runtime.assignments_changed,
+                                 deadline)) {
+      break;
+    }
+  }
   if (shutting_down_) return ShuttingDown();
   ASSIGN_OR_RETURN(membership, MemberOf(request.worker_id(), generation));
   const JobRecord& job = *membership.first;
-  const JobRuntime& runtime = runtime_.at(name);
   if (runtime.rendezvous_open) {
     return absl::AbortedError(
         absl::StrCat(name, ": generation ", generation, " is ending (",
@@ -657,8 +724,7 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
         ": the examples consumed are not the examples assigned (count ",
         request.example_count(), " vs ", expected.size(), ")"));
   }
-  int64_t& reported = runtime.reported_step[membership.second];
-  reported = std::max(reported, request.step());
+  NoteProgress(runtime, membership.second, request.step());
   metrics_->CountJobExamples(job.name, request.example_count());
   runtime.last_loss = request.loss();
   if (request.has_eval_accuracy()) {
@@ -906,6 +972,7 @@ void Coordinator::Shutdown() {
   absl::MutexLock lock(&mu_);
   shutting_down_ = true;
   ++version_;
+  WakeWaiters();
 }
 
 void Coordinator::Tick() {
@@ -980,6 +1047,8 @@ void Coordinator::RemoveWorker(const std::string& worker_id,
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) return;
   const std::string job_name = it->second.job;
+  if (it->second.preempting) --preempting_workers_;
+  it->second.membership_changed->SignalAll();  // its JoinGeneration, if any
   workers_.erase(it);
   ++version_;
   LOG(INFO) << reason;
@@ -1003,6 +1072,7 @@ void Coordinator::RequestNewGeneration(const std::string& name,
     return;
   }
   runtime.rendezvous_open = true;
+  AssignmentsChanged(runtime);  // its streams end now
   runtime.rendezvous_reason = reason;
   runtime.rendezvous_involuntary = involuntary;
   runtime.last_call_deadline = absl::InfiniteFuture();
@@ -1151,8 +1221,9 @@ absl::Status Coordinator::FormGeneration(
   for (auto& [id, worker] : workers_) {
     if (worker.job == name) worker.job.clear();
   }
-  for (const std::string& id : ordered) {
-    Worker& worker = workers_.at(id);
+  for (size_t i = 0; i < ordered.size(); ++i) {
+    Worker& worker = workers_.at(ordered[i]);
+    worker.member_index = static_cast<int32_t>(i);
     worker.job = name;
     worker.joining = false;
     worker.finished_job.clear();
@@ -1161,7 +1232,7 @@ absl::Status Coordinator::FormGeneration(
   runtime.rendezvous_reason.clear();
   runtime.rendezvous_involuntary = false;
   runtime.last_call_deadline = absl::InfiniteFuture();
-  runtime.reported_step.assign(ordered.size(), updated.committed_step);
+  ResetProgress(runtime, ordered.size(), updated.committed_step);
   runtime.commit_votes.clear();
   runtime.store.clear();
   LOG(INFO) << name << ": generation " << updated.generation << " with "

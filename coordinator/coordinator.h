@@ -42,6 +42,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -116,9 +117,13 @@ class Coordinator {
   // Up to `max_steps` assignments from request.from_step on, waiting until
   // at least one is within the look-ahead. An empty result with OK means the
   // job's last step has been handed out; ABORTED means the generation ended.
+  // A worker asking from step s (a new stream) has trained every step before
+  // s, which counts as its progress; a `continuation` of a stream this
+  // coordinator is already serving (its steps before s were only handed
+  // out, not trained) does not, or the look-ahead would bound nothing.
   absl::StatusOr<std::vector<v1::StepAssignment>> NextAssignments(
       const v1::StreamAssignmentsRequest& request, int64_t max_steps,
-      absl::Time deadline);
+      absl::Time deadline, bool continuation = false);
   absl::Status ReportStep(const v1::ReportStepRequest& request);
   absl::StatusOr<v1::CommitCheckpointResponse> CommitCheckpoint(
       const v1::CommitCheckpointRequest& request);
@@ -130,6 +135,19 @@ class Coordinator {
   absl::Status StoreSet(const v1::StoreSetRequest& request);
   absl::StatusOr<v1::StoreGetResponse> StoreGet(
       const v1::StoreGetRequest& request, absl::Time deadline);
+
+  // For serving assignment streams without a thread each: `listener` is
+  // called with a job's name whenever NextAssignments may return something
+  // new for that job, or end its streams (the look-ahead moved, the
+  // generation changed or is ending, the job ended), and with "" when that
+  // may hold for every job (any durable change, shutdown). It runs under the
+  // coordinator's lock: it must be quick and must not call the coordinator.
+  // Null removes it.
+  void SetAssignmentListener(
+      std::function<void(const std::string& job)> listener);
+  // The job `worker_id` belongs to (a member or a rendezvous participant);
+  // "" if none or unknown.
+  std::string WorkerJob(const std::string& worker_id);
 
   // Wakes every blocked call, which returns UNAVAILABLE ("shutting down"),
   // and refuses new blocking calls the same way. For a prompt server exit.
@@ -158,10 +176,21 @@ class Coordinator {
     // The job this worker trained in until it ended, so its heartbeats can
     // say "your job is over" (cleared when it joins a new world).
     std::string finished_job;
+    // Where it sits in its job's members (set when a generation forms): a
+    // hint that spares MemberOf a scan of the members; checked before use.
+    int32_t member_index = -1;
+    // Signalled when its membership may have changed (a generation formed,
+    // it was removed) and on shutdown: its JoinGeneration waits on it, so a
+    // change wakes only the joiners it concerns, not thousands of them
+    // (see JobRuntime::assignments_changed for why not a Condition).
+    // Shared: a waiter keeps it alive when the worker is removed.
+    std::shared_ptr<absl::CondVar> membership_changed =
+        std::make_shared<absl::CondVar>();
   };
 
   // A job's soft state: what is not journaled.
   struct JobRuntime {
+    std::string name;  // the job's
     std::shared_ptr<const sampler::StreamSampler> sampler;
     int64_t total_steps = 0;
     // Rendezvous for the next generation, if open.
@@ -171,7 +200,17 @@ class Coordinator {
     absl::Time last_call_deadline = absl::InfiniteFuture();
     absl::Time not_before = absl::InfinitePast();
     // Per rank of the current generation: the last step it reported.
+    // Changed only through NoteProgress and ResetProgress, which keep
+    // `slowest` = min(reported_step) and the number of ranks at it.
     std::vector<int64_t> reported_step;
+    int64_t slowest = -1;
+    size_t at_slowest = 0;
+    // Signalled when what NextAssignments waits for may have changed (the
+    // look-ahead horizon moved, the generation changed or is ending, the job
+    // ended, shutdown). Streams wait on it rather than on a Condition of
+    // mu_: absl evaluates every Condition waiter at every unlock of mu_,
+    // which with thousands of streams is most of the coordinator's CPU.
+    absl::CondVar assignments_changed;
     // Checkpoint votes of the current generation, by step.
     struct Votes {
       absl::Time first_vote;
@@ -200,6 +239,19 @@ class Coordinator {
                            const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   JobRuntime& Runtime(const JobRecord& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Raises `rank`'s reported progress to `step` (never lowers it); wakes the
+  // job's streams when the slowest rank moves on. Amortized O(1) per report.
+  void NoteProgress(JobRuntime& runtime, int32_t rank, int64_t step)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every one of `ranks` ranks at `step` (a new world, or recovery).
+  void ResetProgress(JobRuntime& runtime, size_t ranks, int64_t step)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes every caller blocked in JoinGeneration and NextAssignments to
+  // re-check what it waits for.
+  void WakeWaiters() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes the job's blocked NextAssignments calls and tells the listener.
+  void AssignmentsChanged(JobRuntime& runtime)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Checks worker_id/incarnation; NOT_FOUND / ABORTED otherwise.
   absl::StatusOr<Worker*> AuthenticWorker(const std::string& worker_id,
@@ -260,6 +312,11 @@ class Coordinator {
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // Bumped on every change that a blocked caller might wait for.
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  // Workers with `preempting` set; while there are none, a heartbeat need
+  // not look at its world's members.
+  int64_t preempting_workers_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void(const std::string& job)> assignment_listener_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace podtrain::coordinator

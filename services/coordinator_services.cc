@@ -1,6 +1,8 @@
 #include "services/coordinator_services.h"
 
 #include <algorithm>
+#include <optional>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -25,7 +27,8 @@ absl::Time CallDeadline(const grpc::ServerContext* context,
 
 }  // namespace
 
-grpc::Status Authenticator::Check(const grpc::ServerContext& context) const {
+grpc::Status Authenticator::Check(
+    const grpc::ServerContextBase& context) const {
   if (bearer_token_.empty()) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
@@ -117,22 +120,36 @@ grpc::Status JobServiceImpl::WatchJob(
 
 // --- WorkerService ----------------------------------------------------------
 
-grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* context,
-                                         const v1::RegisterRequest* request,
-                                         v1::RegisterResponse* response) {
-  PODTRAIN_RPC(context, "Register");
-  auto registered = coordinator_->Register(*request);
-  if (registered.ok()) *response = *std::move(registered);
-  return ToGrpcStatus(registered.status());
+// A callback-API unary call whose body runs inline (it must not block):
+// finishes the call with the status `body` returns.
+template <typename Body>
+grpc::ServerUnaryReactor* FinishInline(grpc::CallbackServerContext* context,
+                                       Body body) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(body());
+  return reactor;
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
-                                          const v1::HeartbeatRequest* request,
-                                          v1::HeartbeatResponse* response) {
-  PODTRAIN_RPC(context, "Heartbeat");
-  auto heartbeat = coordinator_->Heartbeat(*request);
-  if (heartbeat.ok()) *response = *std::move(heartbeat);
-  return ToGrpcStatus(heartbeat.status());
+grpc::ServerUnaryReactor* WorkerServiceImpl::Register(
+    grpc::CallbackServerContext* context, const v1::RegisterRequest* request,
+    v1::RegisterResponse* response) {
+  return FinishInline(context, [&]() -> grpc::Status {
+    PODTRAIN_RPC(context, "Register");
+    auto registered = coordinator_->Register(*request);
+    if (registered.ok()) *response = *std::move(registered);
+    return ToGrpcStatus(registered.status());
+  });
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(
+    grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
+    v1::HeartbeatResponse* response) {
+  return FinishInline(context, [&]() -> grpc::Status {
+    PODTRAIN_RPC(context, "Heartbeat");
+    auto heartbeat = coordinator_->Heartbeat(*request);
+    if (heartbeat.ok()) *response = *std::move(heartbeat);
+    return ToGrpcStatus(heartbeat.status());
+  });
 }
 
 grpc::Status WorkerServiceImpl::JoinGeneration(
@@ -145,30 +162,32 @@ grpc::Status WorkerServiceImpl::JoinGeneration(
   return ToGrpcStatus(joined.status());
 }
 
-grpc::Status WorkerServiceImpl::StreamAssignments(
-    grpc::ServerContext* context, const v1::StreamAssignmentsRequest* request,
-    grpc::ServerWriter<v1::StepAssignment>* writer) {
-  PODTRAIN_RPC(context, "StreamAssignments");
-  v1::StreamAssignmentsRequest next = *request;
-  while (!context->IsCancelled()) {
-    auto assignments = coordinator_->NextAssignments(
-        next, kAssignmentsPerWrite, absl::Now() + kStreamSlice);
-    if (absl::IsDeadlineExceeded(assignments.status())) continue;  // a slice
-    if (!assignments.ok()) return ToGrpcStatus(assignments.status());
-    if (assignments->empty()) return grpc::Status::OK;  // the job's last step
-    for (const v1::StepAssignment& assignment : *assignments) {
-      if (!writer->Write(assignment)) return grpc::Status::CANCELLED;
-    }
-    next.set_from_step(assignments->back().step() + 1);
+grpc::ServerWriteReactor<v1::StepAssignment>*
+WorkerServiceImpl::StreamAssignments(
+    grpc::CallbackServerContext* context,
+    const v1::StreamAssignmentsRequest* request) {
+  auto timer = std::make_unique<ScopedTimer>(
+      &coordinator_->metrics().Rpc("StreamAssignments"));
+  const grpc::Status auth = authenticator_->Check(*context);
+  if (!auth.ok()) {
+    // A reactor that only finishes.
+    class Refused : public grpc::ServerWriteReactor<v1::StepAssignment> {
+     public:
+      explicit Refused(const grpc::Status& status) { Finish(status); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused(auth);
   }
-  return grpc::Status::CANCELLED;
+  return streams_.Start(*request, std::move(timer));
 }
 
-grpc::Status WorkerServiceImpl::ReportStep(grpc::ServerContext* context,
-                                           const v1::ReportStepRequest* request,
-                                           v1::ReportStepResponse*) {
-  PODTRAIN_RPC(context, "ReportStep");
-  return ToGrpcStatus(coordinator_->ReportStep(*request));
+grpc::ServerUnaryReactor* WorkerServiceImpl::ReportStep(
+    grpc::CallbackServerContext* context, const v1::ReportStepRequest* request,
+    v1::ReportStepResponse*) {
+  return FinishInline(context, [&]() -> grpc::Status {
+    PODTRAIN_RPC(context, "ReportStep");
+    return ToGrpcStatus(coordinator_->ReportStep(*request));
+  });
 }
 
 grpc::Status WorkerServiceImpl::CommitCheckpoint(
@@ -205,6 +224,203 @@ grpc::Status WorkerServiceImpl::StoreGet(grpc::ServerContext* context,
       *request, CallDeadline(context, std::min(wait, absl::Seconds(60))));
   if (value.ok()) *response = *std::move(value);
   return ToGrpcStatus(value.status());
+}
+
+// --- AssignmentStreams
+// --------------------------------------------------------
+
+// One StreamAssignments call. Owned by a shared_ptr to itself from Start to
+// OnDone, and by the pump while it fetches for it. Writes one assignment at
+// a time: the front of `queue_` is in flight while `writing_`.
+class AssignmentStreams::Stream
+    : public grpc::ServerWriteReactor<v1::StepAssignment> {
+ public:
+  Stream(AssignmentStreams* owner, const v1::StreamAssignmentsRequest& request,
+         std::unique_ptr<ScopedTimer> timer)
+      : owner_(owner), next_(request), timer_(std::move(timer)) {}
+
+  void set_self(std::shared_ptr<Stream> self) { self_ = std::move(self); }
+  const std::shared_ptr<Stream>& self() const { return self_; }
+
+  // On the pump: fetch what the coordinator has now for this stream and
+  // start writing it, or end the stream; nothing while a write is in
+  // flight (its completion asks again).
+  void Fetch() {
+    const v1::StepAssignment* first = nullptr;
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_ || finished_ || writing_) return;
+      if (cancelled_) {
+        finished_ = true;
+        finish = grpc::Status::CANCELLED;
+      } else {
+        auto assignments = owner_->coordinator_->NextAssignments(
+            next_, kAssignmentsPerWrite, absl::InfinitePast(), continuation_);
+        if (absl::IsDeadlineExceeded(assignments.status())) return;  // later
+        if (!assignments.ok()) {
+          finished_ = true;
+          finish = ToGrpcStatus(assignments.status());
+        } else if (assignments->empty()) {  // the job's last step
+          finished_ = true;
+          finish = grpc::Status::OK;
+        } else {
+          next_.set_from_step(assignments->back().step() + 1);
+          continuation_ = true;
+          for (v1::StepAssignment& assignment : *assignments) {
+            queue_.push_back(std::move(assignment));
+          }
+          writing_ = true;
+          first = &queue_.front();
+        }
+      }
+    }
+    // Outside the lock: gRPC may run a reaction on this thread.
+    if (finish.has_value()) {
+      Finish(*finish);
+    } else {
+      StartWrite(first);
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    const v1::StepAssignment* next = nullptr;
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      if (!ok || cancelled_) {  // the client is gone
+        writing_ = false;
+        queue_.clear();
+        if (!finished_) {
+          finished_ = true;
+          finish = grpc::Status::CANCELLED;
+        }
+      } else if (!queue_.empty()) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+      }
+    }
+    if (next != nullptr) {
+      StartWrite(next);
+    } else if (finish.has_value()) {
+      Finish(*finish);
+    } else {
+      owner_->MarkReady(self_);  // there may be more already
+    }
+  }
+
+  void OnCancel() override {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      if (!writing_ && !finished_) finished_ = finish = true;
+    }
+    if (finish) Finish(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    owner_->Remove(self_);
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    self_.reset();  // may delete this: the last statement
+  }
+
+ private:
+  AssignmentStreams* const owner_;
+  std::shared_ptr<Stream> self_;  // until OnDone
+  absl::Mutex mu_;
+  v1::StreamAssignmentsRequest next_ ABSL_GUARDED_BY(mu_);
+  bool continuation_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<v1::StepAssignment> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called or due
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  const std::unique_ptr<ScopedTimer> timer_;
+};
+
+AssignmentStreams::AssignmentStreams(coordinator::Coordinator* coordinator)
+    : coordinator_(coordinator) {
+  coordinator_->SetAssignmentListener(
+      [this](const std::string& job) { JobChanged(job); });
+  pump_ = std::thread([this] { Pump(); });
+}
+
+AssignmentStreams::~AssignmentStreams() {
+  coordinator_->SetAssignmentListener(nullptr);
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  pump_.join();
+}
+
+grpc::ServerWriteReactor<v1::StepAssignment>* AssignmentStreams::Start(
+    const v1::StreamAssignmentsRequest& request,
+    std::unique_ptr<ScopedTimer> timer) {
+  auto stream = std::make_shared<Stream>(this, request, std::move(timer));
+  stream->set_self(stream);
+  const std::string job = coordinator_->WorkerJob(request.worker_id());
+  {
+    absl::MutexLock lock(&mu_);
+    streams_[job].insert(stream);
+    ready_.push_back(stream);
+  }
+  return stream.get();
+}
+
+void AssignmentStreams::JobChanged(const std::string& job) {
+  absl::MutexLock lock(&mu_);
+  if (job.empty()) {
+    all_changed_ = true;
+  } else {
+    changed_jobs_.insert(job);
+  }
+}
+
+void AssignmentStreams::MarkReady(std::shared_ptr<Stream> stream) {
+  absl::MutexLock lock(&mu_);
+  ready_.push_back(std::move(stream));
+}
+
+void AssignmentStreams::Remove(const std::shared_ptr<Stream>& stream) {
+  absl::MutexLock lock(&mu_);
+  for (auto it = streams_.begin(); it != streams_.end(); ++it) {
+    if (it->second.erase(stream) > 0) {
+      if (it->second.empty()) streams_.erase(it);
+      return;
+    }
+  }
+}
+
+void AssignmentStreams::Pump() {
+  while (true) {
+    std::vector<std::shared_ptr<Stream>> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      const auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !ready_.empty() || all_changed_ ||
+               !changed_jobs_.empty();
+      };
+      mu_.Await(absl::Condition(&work));
+      if (stopping_) return;
+      batch.assign(ready_.begin(), ready_.end());
+      ready_.clear();
+      for (const auto& [job, streams] : streams_) {
+        if (all_changed_ || changed_jobs_.count(job) > 0) {
+          batch.insert(batch.end(), streams.begin(), streams.end());
+        }
+      }
+      all_changed_ = false;
+      changed_jobs_.clear();
+    }
+    for (const std::shared_ptr<Stream>& stream : batch) stream->Fetch();
+  }
 }
 
 }  // namespace podtrain::services

@@ -4,7 +4,10 @@
 // and messages pass through unchanged (grpc_status.h).
 //
 // Streams wait in bounded slices (kStreamSlice) so a cancelled client or a
-// server shutdown is noticed promptly.
+// server shutdown is noticed promptly. StreamAssignments, which every worker
+// holds open, is served by gRPC's callback API instead (AssignmentStreams):
+// a thread per stream, all woken at every step, was what limited a
+// coordinator with thousands of workers (bench/bench_coordinator.sh).
 //
 // Thread-safety: thread-safe (the Coordinator is).
 
@@ -13,9 +16,17 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
 #include <string>
+#include <thread>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
 #include "coordinator/coordinator.h"
 #include "proto/job.grpc.pb.h"
 #include "proto/worker.grpc.pb.h"
@@ -29,7 +40,7 @@ class Authenticator {
  public:
   explicit Authenticator(std::string bearer_token)
       : bearer_token_(std::move(bearer_token)) {}
-  grpc::Status Check(const grpc::ServerContext& context) const;
+  grpc::Status Check(const grpc::ServerContextBase& context) const;
 
  private:
   const std::string bearer_token_;
@@ -62,27 +73,90 @@ class JobServiceImpl final : public v1::JobService::Service {
   const Authenticator* const authenticator_;
 };
 
-class WorkerServiceImpl final : public v1::WorkerService::Service {
+// Serves every StreamAssignments call with one thread: each stream is a
+// gRPC callback reactor, and a "pump" thread, told by the coordinator which
+// job's assignments may have changed (Coordinator::SetAssignmentListener),
+// fetches what each idle stream of that job may now send (NextAssignments
+// without waiting) and starts its writes; gRPC's own threads carry them out.
+// Same results as the blocking loop it replaces: up to 8 assignments per
+// fetch, the worker's request counted as its progress and the stream's
+// later fetches not, and the coordinator's errors as the stream's status.
+//
+// Thread-safety: thread-safe. Lock order: a stream's lock, then the
+// coordinator's, then the pump's.
+class AssignmentStreams {
+ public:
+  explicit AssignmentStreams(coordinator::Coordinator* coordinator);
+  // Detaches from the coordinator and stops the pump.
+  // REQUIRES: every stream is done (the server has shut down).
+  ~AssignmentStreams();
+
+  AssignmentStreams(const AssignmentStreams&) = delete;
+  AssignmentStreams& operator=(const AssignmentStreams&) = delete;
+
+  // A new stream for `request`; `timer` (may be null) ends with it.
+  grpc::ServerWriteReactor<v1::StepAssignment>* Start(
+      const v1::StreamAssignmentsRequest& request,
+      std::unique_ptr<ScopedTimer> timer);
+
+ private:
+  class Stream;
+
+  // From the coordinator, under its lock: `job` ("" for all) changed.
+  void JobChanged(const std::string& job);
+  void MarkReady(std::shared_ptr<Stream> stream);
+  void Remove(const std::shared_ptr<Stream>& stream);
+  void Pump();
+
+  coordinator::Coordinator* const coordinator_;
+  absl::Mutex mu_;
+  // Live streams by the job they belong to.
+  std::map<std::string, std::set<std::shared_ptr<Stream>>> streams_
+      ABSL_GUARDED_BY(mu_);
+  // To fetch for: streams that asked, and every stream of changed jobs.
+  std::deque<std::shared_ptr<Stream>> ready_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> changed_jobs_ ABSL_GUARDED_BY(mu_);
+  bool all_changed_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread pump_;
+};
+
+// What every worker calls all the time is served through gRPC's callback
+// API: the assignment streams (AssignmentStreams) and the short,
+// non-blocking Register, Heartbeat and ReportStep, which run inline on
+// gRPC's threads instead of being handed to a synchronous-server thread.
+// The calls that block (JoinGeneration and StoreGet wait; CommitCheckpoint
+// fsyncs the journal) stay synchronous.
+using WorkerServiceBase = v1::WorkerService::WithCallbackMethod_Register<
+    v1::WorkerService::WithCallbackMethod_Heartbeat<
+        v1::WorkerService::WithCallbackMethod_StreamAssignments<
+            v1::WorkerService::WithCallbackMethod_ReportStep<
+                v1::WorkerService::Service>>>>;
+
+class WorkerServiceImpl final : public WorkerServiceBase {
  public:
   WorkerServiceImpl(coordinator::Coordinator* coordinator,
                     const Authenticator* authenticator)
-      : coordinator_(coordinator), authenticator_(authenticator) {}
+      : coordinator_(coordinator),
+        authenticator_(authenticator),
+        streams_(coordinator) {}
 
-  grpc::Status Register(grpc::ServerContext* context,
-                        const v1::RegisterRequest* request,
-                        v1::RegisterResponse* response) override;
-  grpc::Status Heartbeat(grpc::ServerContext* context,
-                         const v1::HeartbeatRequest* request,
-                         v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
+                                     const v1::RegisterRequest* request,
+                                     v1::RegisterResponse* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatResponse* response) override;
   grpc::Status JoinGeneration(grpc::ServerContext* context,
                               const v1::JoinGenerationRequest* request,
                               v1::JoinGenerationResponse* response) override;
-  grpc::Status StreamAssignments(
-      grpc::ServerContext* context, const v1::StreamAssignmentsRequest* request,
-      grpc::ServerWriter<v1::StepAssignment>* writer) override;
-  grpc::Status ReportStep(grpc::ServerContext* context,
-                          const v1::ReportStepRequest* request,
-                          v1::ReportStepResponse* response) override;
+  grpc::ServerWriteReactor<v1::StepAssignment>* StreamAssignments(
+      grpc::CallbackServerContext* context,
+      const v1::StreamAssignmentsRequest* request) override;
+  grpc::ServerUnaryReactor* ReportStep(
+      grpc::CallbackServerContext* context,
+      const v1::ReportStepRequest* request,
+      v1::ReportStepResponse* response) override;
   grpc::Status CommitCheckpoint(
       grpc::ServerContext* context, const v1::CommitCheckpointRequest* request,
       v1::CommitCheckpointResponse* response) override;
@@ -99,6 +173,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
  private:
   coordinator::Coordinator* const coordinator_;
   const Authenticator* const authenticator_;
+  AssignmentStreams streams_;
 };
 
 }  // namespace podtrain::services
