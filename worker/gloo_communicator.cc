@@ -233,9 +233,7 @@ class GlooCommunicator final : public Communicator {
       shared_->aborted = absl::AbortedError(
           absl::StrCat("gloo communicator of rank ", rank_, " was aborted"));
     }
-    if (shared_->context != nullptr) {
-      DropConnections(*shared_->context);
-    }
+    if (shared_->context != nullptr) DropOnce(*shared_);
   }
 
  private:
@@ -280,7 +278,22 @@ class GlooCommunicator final : public Communicator {
     bool thread_exited ABSL_GUARDED_BY(mu) = false;
     // Non-OK once Abort() has been called.
     absl::Status aborted ABSL_GUARDED_BY(mu);
+    // Whether DropConnections has run (or is running) on the context.
+    bool dropped ABSL_GUARDED_BY(mu) = false;
   };
+
+  // DropConnections, once per context. Abort() on one thread and the op
+  // thread's failure handling (which Abort's signal itself can trigger)
+  // would otherwise run it concurrently on the same pairs, a race seen
+  // once as a crash of a loaded CI machine.
+  static void DropOnce(Shared& shared) {
+    {
+      absl::MutexLock lock(&shared.mu);
+      if (shared.dropped) return;
+      shared.dropped = true;
+    }
+    DropConnections(*shared.context);
+  }
 
   static void OpLoop(std::shared_ptr<Shared> shared) {
     while (true) {
@@ -301,7 +314,7 @@ class GlooCommunicator final : public Communicator {
         status = StatusFromCurrentException("gloo");
         // Tell every peer now (gloo only closed the pair that failed), so
         // none waits out its timeout on this rank.
-        DropConnections(*shared->context);
+        DropOnce(*shared);
       }
       absl::MutexLock lock(&shared->mu);
       op->status = std::move(status);
@@ -379,7 +392,7 @@ class GlooCommunicator final : public Communicator {
     if (status.ok()) return status;
     if (timed_out) {
       // Release the op thread and tell the peers.
-      DropConnections(*shared_->context);
+      DropOnce(*shared_);
     }
     broken_ = absl::Status(
         status.code(), absl::StrCat(what, " (rank ", rank_, " of ", world_size_,
