@@ -35,8 +35,11 @@ expect_exit_1() {
 # under CUDA the worker must link NCCL and the CUDA runtime.
 build="$2"
 if [[ $build == cuda ]]; then
+  # Captured first: `ldd | grep -q` under pipefail fails whenever grep
+  # exits before ldd has written everything (SIGPIPE).
+  libraries=$(ldd "$worker")
   for lib in libnccl.so libcudart.so; do
-    if ldd "$worker" | grep -q "$lib"; then
+    if grep -q "$lib" <<<"$libraries"; then
       echo "ok: podtrain-worker links $lib"
     else
       echo "FAIL: a --config=cuda podtrain-worker does not link $lib" >&2
