@@ -48,6 +48,10 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
     return absl::InvalidArgumentError(
         "lease: must be longer than heartbeat_interval");
   }
+  if (!(options.max_heartbeats_per_second >= 0)) {
+    return absl::InvalidArgumentError(
+        "max_heartbeats_per_second: must be >= 0 (0: no bound)");
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal,
                    Journal::Open(options.journal_path));
   auto coordinator = std::unique_ptr<Coordinator>(
@@ -90,7 +94,8 @@ absl::Status Coordinator::Recover() {
       const Member& member = job.members[i];
       Worker& worker = workers_[member.worker_id];
       worker.incarnation = member.incarnation;
-      worker.lease_deadline = now + options_.lease;
+      worker.lease = HeartbeatTiming().second;
+      worker.lease_deadline = now + worker.lease;
       worker.job = name;
       worker.member_index = static_cast<int32_t>(i);
     }
@@ -488,15 +493,36 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(
                  /*involuntary=*/true);
   }
   Worker& worker = workers_[request.worker_id()];
+  const auto [interval, lease] = HeartbeatTiming();
   worker.incarnation = request.incarnation();
-  worker.lease_deadline = clock_->Now() + options_.lease;
+  worker.lease = lease;
+  worker.lease_deadline = clock_->Now() + lease;
   worker.metrics_address = request.metrics_address();
   ++version_;
   v1::RegisterResponse response;
-  response.set_heartbeat_interval_ms(
-      absl::ToInt64Milliseconds(options_.heartbeat_interval));
-  response.set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
+  response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(interval));
+  response.set_lease_ms(absl::ToInt64Milliseconds(lease));
   return response;
+}
+
+std::pair<absl::Duration, absl::Duration> Coordinator::HeartbeatTiming() const {
+  const absl::Duration base = options_.heartbeat_interval;
+  if (options_.max_heartbeats_per_second <= 0) return {base, options_.lease};
+  int64_t demand = 0;
+  for (const auto& [name, job] : state_.jobs()) {
+    if (!job.finished()) demand += std::max(job.spec.max_workers(), 0);
+  }
+  const int64_t pool =
+      std::max({static_cast<int64_t>(workers_.size()),
+                static_cast<int64_t>(options_.max_pool_workers), demand});
+  const absl::Duration scaled =
+      absl::Seconds(pool / options_.max_heartbeats_per_second);
+  if (scaled <= base) return {base, options_.lease};
+  // Whole milliseconds, as the wire carries them.
+  const absl::Duration interval = absl::Ceil(scaled, absl::Milliseconds(1));
+  return {interval,
+          absl::Ceil(options_.lease * absl::FDivDuration(interval, base),
+                     absl::Milliseconds(1))};
 }
 
 absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
@@ -505,7 +531,7 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
   ASSIGN_OR_RETURN(Worker * worker,
                    AuthenticWorker(request.worker_id(), request.incarnation()));
   const int64_t version_before = version_;
-  worker->lease_deadline = clock_->Now() + options_.lease;
+  worker->lease_deadline = clock_->Now() + worker->lease;
   const JobRecord* job =
       worker->job.empty() ? nullptr : state_.FindJob(worker->job);
   if (job != nullptr && !job->finished() && request.generation() > 0 &&
@@ -700,7 +726,7 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Worker * worker,
                    AuthenticWorker(request.worker_id(), request.incarnation()));
-  worker->lease_deadline = clock_->Now() + options_.lease;
+  worker->lease_deadline = clock_->Now() + worker->lease;
   ASSIGN_OR_RETURN(const auto membership,
                    MemberOf(request.worker_id(), request.generation()));
   const JobRecord& job = *membership.first;
@@ -1168,7 +1194,10 @@ void Coordinator::ReconcileJob(const JobRecord& job,
   const bool everyone = static_cast<int32_t>(joined.size()) >= expected;
   if (!everyone) {
     if (runtime.last_call_deadline == absl::InfiniteFuture()) {
-      runtime.last_call_deadline = now + options_.last_call;
+      // Survivors learn of the rendezvous on their next heartbeat: wait at
+      // least one interval of the pool's.
+      runtime.last_call_deadline =
+          now + std::max(options_.last_call, HeartbeatTiming().first);
     }
     if (now < runtime.last_call_deadline) return;
   }

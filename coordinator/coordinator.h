@@ -70,6 +70,14 @@ struct CoordinatorOptions {
   // Workers heartbeat this often; a worker silent for `lease` is gone.
   absl::Duration heartbeat_interval = absl::Milliseconds(300);
   absl::Duration lease = absl::Seconds(3);
+  // Bound on the pool's aggregate heartbeat rate (0: none). A worker that
+  // registers while the pool (the registered workers, --max_pool_workers,
+  // or the max_workers of every unfinished job, whichever is largest) holds
+  // P workers is handed the interval max(heartbeat_interval,
+  // P / max_heartbeats_per_second) and a lease stretched by the same factor,
+  // so 4,096 workers at the default 2,000/s heartbeat every 2.05 s with a
+  // 20.5 s lease. Pools of up to 600 workers keep the defaults above.
+  double max_heartbeats_per_second = 2000;
   // After min_workers have joined a rendezvous, how long to wait for the
   // rest of the expected workers.
   absl::Duration last_call = absl::Seconds(1);
@@ -165,6 +173,9 @@ class Coordinator {
   struct Worker {
     uint64_t incarnation = 0;
     absl::Time lease_deadline;
+    // Its lease, as handed out when it registered (see
+    // CoordinatorOptions::max_heartbeats_per_second).
+    absl::Duration lease;
     std::string metrics_address;
     // The job it belongs to (a member or a rendezvous participant); empty
     // while free.
@@ -251,6 +262,11 @@ class Coordinator {
   void WakeWaiters() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Wakes the job's blocked NextAssignments calls and tells the listener.
   void AssignmentsChanged(JobRuntime& runtime)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The heartbeat interval and lease to hand a worker registering now, for
+  // the pool's current size. O(jobs).
+  std::pair<absl::Duration, absl::Duration> HeartbeatTiming() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Checks worker_id/incarnation; NOT_FOUND / ABORTED otherwise.

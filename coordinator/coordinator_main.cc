@@ -62,6 +62,9 @@ ABSL_FLAG(std::string, health_port_file, "",
           "if set, the bound health port is written here once serving");
 ABSL_FLAG(int64_t, heartbeat_ms, 300, "worker heartbeat interval");
 ABSL_FLAG(int64_t, lease_ms, 3000, "a worker silent this long is gone");
+ABSL_FLAG(double, max_heartbeats_per_second, 2000,
+          "bound on the pool's aggregate heartbeat rate: larger pools are "
+          "handed a longer interval and a lease longer by as much (0: none)");
 // 300 ms, after the restart backoff: long enough for live survivors (they
 // learn of the new generation within a heartbeat) and not a second longer
 // for a dead member whose lease has not run out yet (bench_recovery.sh).
@@ -120,6 +123,8 @@ int main(int argc, char** argv) {
   coordinator.heartbeat_interval =
       absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
   coordinator.lease = absl::Milliseconds(absl::GetFlag(FLAGS_lease_ms));
+  coordinator.max_heartbeats_per_second =
+      absl::GetFlag(FLAGS_max_heartbeats_per_second);
   coordinator.last_call = absl::Milliseconds(absl::GetFlag(FLAGS_last_call_ms));
   coordinator.restart_backoff_base =
       absl::Milliseconds(absl::GetFlag(FLAGS_restart_backoff_ms));

@@ -363,6 +363,76 @@ TEST_F(CoordinatorTest, LeaseExpiryBumpsTheGenerationAndCountsARestart) {
   EXPECT_EQ(after.state(), v1::RUNNING);
 }
 
+TEST_F(CoordinatorTest, HeartbeatIntervalAndLeaseGrowWithThePool) {
+  // At most 10 heartbeats/s in all: up to 3 workers keep 300 ms and 3 s,
+  // the 6th is handed 600 ms and 6 s.
+  coordinator_.reset();
+  CoordinatorOptions options;
+  options.journal_path = journal_;
+  options.max_heartbeats_per_second = 10;
+  auto created = Coordinator::Create(options, &clock_);
+  ASSERT_TRUE(created.ok()) << created.status();
+  coordinator_ = std::move(*created);
+  std::vector<v1::RegisterResponse> responses;
+  for (int i = 0; i < 6; ++i) {
+    v1::RegisterRequest request;
+    request.set_worker_id("w" + std::to_string(i));
+    request.set_incarnation(100 + i);
+    auto response = coordinator_->Register(request);
+    ASSERT_TRUE(response.ok()) << response.status();
+    responses.push_back(*response);
+  }
+  EXPECT_EQ(responses[2].heartbeat_interval_ms(), 300);
+  EXPECT_EQ(responses[2].lease_ms(), 3000);
+  EXPECT_EQ(responses[3].heartbeat_interval_ms(), 400);
+  EXPECT_EQ(responses[3].lease_ms(), 4000);
+  EXPECT_EQ(responses[5].heartbeat_interval_ms(), 600);
+  EXPECT_EQ(responses[5].lease_ms(), 6000);
+  // Each worker keeps the lease it was handed, on every renewal too.
+  ASSERT_TRUE(Heartbeat("w0", 100, 0).ok());
+  ASSERT_TRUE(Heartbeat("w5", 105, 0).ok());
+  clock_.Advance(absl::Milliseconds(3500));
+  coordinator_->Tick();
+  EXPECT_EQ(Heartbeat("w0", 100, 0).status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(Heartbeat("w5", 105, 0).ok());
+  clock_.Advance(absl::Milliseconds(5900));
+  coordinator_->Tick();
+  ASSERT_TRUE(Heartbeat("w5", 105, 0).ok());
+  clock_.Advance(absl::Milliseconds(6100));
+  coordinator_->Tick();
+  EXPECT_EQ(Heartbeat("w5", 105, 0).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(CoordinatorTest, AJobsMaxWorkersCountsTowardsThePool) {
+  // The pod comes up after its job is submitted: its first workers are
+  // already handed the interval of the whole pool.
+  coordinator_.reset();
+  CoordinatorOptions options;
+  options.journal_path = journal_;
+  options.max_heartbeats_per_second = 4;
+  auto created = Coordinator::Create(options, &clock_);
+  ASSERT_TRUE(created.ok()) << created.status();
+  coordinator_ = std::move(*created);
+  CreateJob(2, 4);
+  v1::RegisterRequest request;
+  request.set_worker_id("w0");
+  request.set_incarnation(100);
+  auto response = coordinator_->Register(request);
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->heartbeat_interval_ms(), 1000);
+  EXPECT_EQ(response->lease_ms(), 10000);
+}
+
+TEST_F(CoordinatorTest, AHeartbeatRateBoundMustNotBeNegative) {
+  CoordinatorOptions options;
+  options.journal_path = journal_ + ".other";
+  options.max_heartbeats_per_second = -1;
+  EXPECT_EQ(Coordinator::Create(options, &clock_).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(CoordinatorTest, ACollectiveErrorRestartsTheWholeWorld) {
   const std::string job = StartTwoWorkerJob();
   ASSERT_TRUE(CommitAt("w0", 100, 1, 9).ok());
