@@ -183,7 +183,12 @@ absl::Status Agent::Register() {
     auto context = Context(absl::Seconds(5));
     const grpc::Status status =
         stub_->Register(context.get(), request, &response);
-    if (status.ok()) return absl::OkStatus();
+    if (status.ok()) {
+      if (response.heartbeat_interval_ms() > 0) {
+        heartbeat_interval_ms_ = response.heartbeat_interval_ms();
+      }
+      return absl::OkStatus();
+    }
     if (status.error_code() != grpc::StatusCode::UNAVAILABLE ||
         absl::Now() > deadline) {
       return WithContext(FromGrpcStatus(status),
@@ -236,7 +241,19 @@ void Agent::HeartbeatLoop() {
       if (preempting_) removed_ = true;
       if (!Register().ok()) LOG(WARNING) << "re-register failed";
     }
-    absl::SleepFor(absl::Milliseconds(100));
+    // Next heartbeat after the interval the coordinator handed out, or
+    // within 100 ms when there is news for it (a collective error, a
+    // preemption notice), so a failure reaches it as fast as before.
+    const absl::Time due =
+        absl::Now() + absl::Milliseconds(heartbeat_interval_ms_.load());
+    while (!stopping_ && absl::Now() < due &&
+           preempting_ == request.preempting()) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (!collective_error_.empty()) break;
+      }
+      absl::SleepFor(std::min(absl::Milliseconds(100), due - absl::Now()));
+    }
   }
 }
 

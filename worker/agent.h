@@ -136,6 +136,9 @@ class Agent {
   std::atomic<bool> checkpoint_requested_{false};
   std::atomic<int64_t> committed_step_{-1};
   std::atomic<bool> removed_{false};
+  // The heartbeat interval the coordinator handed out at registration (it
+  // grows with the pool: CoordinatorOptions::max_heartbeats_per_second).
+  std::atomic<int64_t> heartbeat_interval_ms_{300};
 
   absl::Mutex mu_;
   std::string collective_error_ ABSL_GUARDED_BY(mu_);
