@@ -58,6 +58,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
       new Coordinator(options, clock, std::move(journal)));
   absl::MutexLock lock(&coordinator->mu_);
   RETURN_IF_ERROR(coordinator->Recover());
+  coordinator->RefreshHeartbeatTiming();
   return coordinator;
 }
 
@@ -493,7 +494,8 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(
                  /*involuntary=*/true);
   }
   Worker& worker = workers_[request.worker_id()];
-  const auto [interval, lease] = HeartbeatTiming();
+  RefreshHeartbeatTiming();
+  const auto [interval, lease] = heartbeat_timing_;
   worker.incarnation = request.incarnation();
   worker.lease = lease;
   worker.lease_deadline = clock_->Now() + lease;
@@ -503,6 +505,10 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(
   response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(interval));
   response.set_lease_ms(absl::ToInt64Milliseconds(lease));
   return response;
+}
+
+void Coordinator::RefreshHeartbeatTiming() {
+  heartbeat_timing_ = HeartbeatTiming();
 }
 
 std::pair<absl::Duration, absl::Duration> Coordinator::HeartbeatTiming() const {
@@ -531,6 +537,7 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
   ASSIGN_OR_RETURN(Worker * worker,
                    AuthenticWorker(request.worker_id(), request.incarnation()));
   const int64_t version_before = version_;
+  worker->lease = heartbeat_timing_.second;
   worker->lease_deadline = clock_->Now() + worker->lease;
   const JobRecord* job =
       worker->job.empty() ? nullptr : state_.FindJob(worker->job);
@@ -560,6 +567,9 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
   // decides (an O(workers) pass); Tick covers the passing of time.
   if (version_ != version_before) Reconcile();
   v1::HeartbeatResponse response;
+  response.set_heartbeat_interval_ms(
+      absl::ToInt64Milliseconds(heartbeat_timing_.first));
+  response.set_lease_ms(absl::ToInt64Milliseconds(worker->lease));
   job = worker->job.empty() ? nullptr : state_.FindJob(worker->job);
   response.set_committed_step(-1);
   if (job == nullptr && !worker->finished_job.empty()) {
@@ -1012,6 +1022,7 @@ void Coordinator::Tick() {
     RemoveWorker(id, absl::StrCat("lease of worker ", id, " expired"),
                  /*involuntary=*/true);
   }
+  RefreshHeartbeatTiming();
   Reconcile();
   UpdateGauges();
 }

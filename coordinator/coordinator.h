@@ -76,7 +76,9 @@ struct CoordinatorOptions {
   // P workers is handed the interval max(heartbeat_interval,
   // P / max_heartbeats_per_second) and a lease stretched by the same factor,
   // so 4,096 workers at the default 2,000/s heartbeat every 2.05 s with a
-  // 20.5 s lease. Pools of up to 600 workers keep the defaults above.
+  // 20.5 s lease. Heartbeat responses carry the pool's current timing, so
+  // workers that registered into a smaller pool follow it (within a Tick).
+  // Pools of up to 600 workers keep the defaults above.
   double max_heartbeats_per_second = 2000;
   // After min_workers have joined a rendezvous, how long to wait for the
   // rest of the expected workers.
@@ -268,6 +270,8 @@ class Coordinator {
   // the pool's current size. O(jobs).
   std::pair<absl::Duration, absl::Duration> HeartbeatTiming() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // heartbeat_timing_ = HeartbeatTiming() (on Register and every Tick).
+  void RefreshHeartbeatTiming() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Checks worker_id/incarnation; NOT_FOUND / ABORTED otherwise.
   absl::StatusOr<Worker*> AuthenticWorker(const std::string& worker_id,
@@ -318,6 +322,10 @@ class Coordinator {
   std::unique_ptr<Journal> journal_ ABSL_GUARDED_BY(mu_);
   CoordinatorState state_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
+  // HeartbeatTiming() as of the last Register or Tick: what heartbeats hand
+  // out, so the heartbeat path stays O(1).
+  std::pair<absl::Duration, absl::Duration> heartbeat_timing_
+      ABSL_GUARDED_BY(mu_);
   std::map<std::string, JobRuntime> runtime_ ABSL_GUARDED_BY(mu_);
   // Jobs whose per-job series exist (removed when they end).
   std::set<std::string> jobs_with_series_ ABSL_GUARDED_BY(mu_);

@@ -388,20 +388,24 @@ TEST_F(CoordinatorTest, HeartbeatIntervalAndLeaseGrowWithThePool) {
   EXPECT_EQ(responses[3].lease_ms(), 4000);
   EXPECT_EQ(responses[5].heartbeat_interval_ms(), 600);
   EXPECT_EQ(responses[5].lease_ms(), 6000);
-  // Each worker keeps the lease it was handed, on every renewal too.
-  ASSERT_TRUE(Heartbeat("w0", 100, 0).ok());
-  ASSERT_TRUE(Heartbeat("w5", 105, 0).ok());
-  clock_.Advance(absl::Milliseconds(3500));
+  // w5 keeps the lease it was handed; w0, registered into a pool of one,
+  // is handed the pool's timing on its next heartbeat.
+  clock_.Advance(absl::Milliseconds(2900));
   coordinator_->Tick();
-  EXPECT_EQ(Heartbeat("w0", 100, 0).status().code(),
-            absl::StatusCode::kNotFound);
-  ASSERT_TRUE(Heartbeat("w5", 105, 0).ok());
-  clock_.Advance(absl::Milliseconds(5900));
+  auto w0 = Heartbeat("w0", 100, 0);
+  ASSERT_TRUE(w0.ok()) << w0.status();
+  EXPECT_EQ(w0->heartbeat_interval_ms(), 600);
+  EXPECT_EQ(w0->lease_ms(), 6000);
+  clock_.Advance(absl::Milliseconds(3000));
   coordinator_->Tick();
-  ASSERT_TRUE(Heartbeat("w5", 105, 0).ok());
+  ASSERT_TRUE(Heartbeat("w5", 105, 0).ok());  // 5.9 s after registering
+  ASSERT_TRUE(Heartbeat("w0", 100, 0).ok());  // 3 s after its heartbeat
+  // Both are renewed for 6 s; then silence ends them.
   clock_.Advance(absl::Milliseconds(6100));
   coordinator_->Tick();
   EXPECT_EQ(Heartbeat("w5", 105, 0).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Heartbeat("w0", 100, 0).status().code(),
             absl::StatusCode::kNotFound);
 }
 

@@ -223,6 +223,9 @@ void Agent::HeartbeatLoop() {
         stub_->Heartbeat(context.get(), request, &response);
     if (status.ok()) {
       committed_step_ = response.committed_step();
+      if (response.heartbeat_interval_ms() > 0) {  // the pool's, as it grows
+        heartbeat_interval_ms_ = response.heartbeat_interval_ms();
+      }
       checkpoint_requested_ = response.checkpoint_requested();
       // Only an answer about the generation we are still in counts: one
       // that raced with JoinGeneration speaks of the previous world.

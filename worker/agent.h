@@ -136,8 +136,9 @@ class Agent {
   std::atomic<bool> checkpoint_requested_{false};
   std::atomic<int64_t> committed_step_{-1};
   std::atomic<bool> removed_{false};
-  // The heartbeat interval the coordinator handed out at registration (it
-  // grows with the pool: CoordinatorOptions::max_heartbeats_per_second).
+  // The heartbeat interval the coordinator hands out, at registration and on
+  // every heartbeat (it grows with the pool:
+  // CoordinatorOptions::max_heartbeats_per_second).
   std::atomic<int64_t> heartbeat_interval_ms_{300};
 
   absl::Mutex mu_;

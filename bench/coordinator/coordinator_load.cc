@@ -5,7 +5,8 @@
 // worker unless --workers_per_channel says otherwise).
 //
 // What a simulated worker does: Register; heartbeat every
-// RegisterResponse.heartbeat_interval_ms from then on; JoinGeneration of one
+// heartbeat_interval_ms from then on (RegisterResponse's, then each
+// HeartbeatResponse's, as the pool grows); JoinGeneration of one
 // job whose world is all N workers; StreamAssignments from step 0; and
 // "train" in lockstep with the others: step s occupies
 // [T0 + s*P, T0 + (s+1)*P) for everyone (P = --step_ms, as a synchronous
@@ -506,6 +507,10 @@ void Handle(Worker& w, Kind kind, bool ok) {
       if (shared->InWindow(w.heartbeat_sent)) {
         w.recorder->heartbeat_ms.push_back(
             absl::ToDoubleMilliseconds(absl::Now() - w.heartbeat_sent));
+      }
+      if (w.heartbeat_response.heartbeat_interval_ms() > 0) {  // as the agent
+        w.heartbeat_interval =
+            absl::Milliseconds(w.heartbeat_response.heartbeat_interval_ms());
       }
       const int64_t g = w.heartbeat_response.generation();
       int64_t seen = shared->max_generation_seen.load();
