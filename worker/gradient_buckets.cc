@@ -1,5 +1,10 @@
 #include "worker/gradient_buckets.h"
 
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <functional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +21,22 @@ bool Hooked(const torch::Tensor& param) {
 int64_t Bytes(const torch::Tensor& tensor) {
   return tensor.numel() * static_cast<int64_t>(tensor.element_size());
 }
+
+// Runs after AccumulateGrad has added this backward's gradient into .grad().
+class AfterAccumulation final : public torch::autograd::FunctionPostHook {
+ public:
+  explicit AfterAccumulation(std::function<void()> callback)
+      : callback_(std::move(callback)) {}
+  torch::autograd::variable_list operator()(
+      const torch::autograd::variable_list& outputs,
+      const torch::autograd::variable_list& /*inputs*/) override {
+    callback_();
+    return outputs;
+  }
+
+ private:
+  const std::function<void()> callback_;
+};
 
 }  // namespace
 
@@ -100,19 +121,28 @@ GradientBuckets::GradientBuckets(std::vector<torch::Tensor> parameters,
     arrived_.assign(params_.size(), false);
     ResetStepLocked();
   }
+  accumulators_.resize(params_.size());
   for (size_t p = 0; p < params_.size(); ++p) {
     if (!Hooked(params_[p])) continue;
+    {
+      torch::NoGradGuard no_grad;
+      AdoptGrad(p);
+    }
     // The hook holds `this`, not the parameter (that would be a cycle
     // through the parameter's own hook list); the destructor removes it.
-    hook_handles_[p] = params_[p].register_hook(
-        [this, p](const torch::Tensor& grad) { OnGradient(p, grad); });
+    // Holding the accumulator keeps the node, and so its hook, alive.
+    accumulators_[p] = torch::autograd::impl::grad_accumulator(params_[p]);
+    hook_handles_[p] = accumulators_[p]->add_post_hook(
+        std::make_unique<AfterAccumulation>([this, p] { OnGradient(p); }));
   }
   thread_ = std::thread(&GradientBuckets::CommunicationLoop, this);
 }
 
 GradientBuckets::~GradientBuckets() {
   for (size_t p = 0; p < params_.size(); ++p) {
-    if (Hooked(params_[p])) params_[p].remove_hook(hook_handles_[p]);
+    if (accumulators_[p] != nullptr) {
+      accumulators_[p]->del_post_hook(hook_handles_[p]);
+    }
   }
   {
     absl::MutexLock lock(&mu_);
@@ -121,7 +151,29 @@ GradientBuckets::~GradientBuckets() {
   thread_.join();
 }
 
-void GradientBuckets::OnGradient(size_t param, const torch::Tensor& grad) {
+torch::Tensor GradientBuckets::Slot(size_t param) const {
+  const Bucket& bucket = buckets_[bucket_of_[param]];
+  return bucket.buffer
+      .narrow(0, bucket.offsets[slot_in_bucket_[param]], params_[param].numel())
+      .view(params_[param].sizes());
+}
+
+void GradientBuckets::AdoptGrad(size_t param) {
+  torch::Tensor grad = params_[param].grad();
+  const torch::Tensor slot = Slot(param);
+  if (grad.defined() && grad.data_ptr() == slot.data_ptr() &&
+      grad.sizes() == slot.sizes() && grad.strides() == slot.strides()) {
+    return;  // already the bucket's view: nothing to copy
+  }
+  if (grad.defined() && !grad.is_sparse()) {
+    slot.copy_(grad);
+  } else {
+    slot.zero_();
+  }
+  params_[param].mutable_grad() = slot;
+}
+
+void GradientBuckets::OnGradient(size_t param) {
   {
     absl::MutexLock lock(&mu_);
     if (arrived_[param]) {
@@ -136,32 +188,22 @@ void GradientBuckets::OnGradient(size_t param, const torch::Tensor& grad) {
     arrived_[param] = true;
     ++hooks_this_step_;
   }
-  Bucket& bucket = buckets_[bucket_of_[param]];
-  const torch::Tensor& value = params_[param];
+  const torch::Tensor grad = params_[param].grad();
+  const bool sparse = grad.defined() && grad.is_sparse();
   {
-    // Pack what .grad() will hold once autograd accumulates `grad` into it.
-    // Only this thread writes this slice until the bucket is launched.
+    // Autograd accumulated in place into the bucket's view unless .grad()
+    // was replaced (set to none, assigned): then copy it back into the
+    // bucket once. Only this thread writes this slice until the bucket is
+    // launched.
     torch::NoGradGuard no_grad;
-    torch::Tensor slice = bucket.buffer.narrow(
-        0, bucket.offsets[slot_in_bucket_[param]], value.numel());
-    const torch::Tensor existing = value.grad();
-    if (grad.defined() && !grad.is_sparse()) {
-      if (existing.defined()) {
-        torch::add_out(slice, existing.reshape({-1}), grad.reshape({-1}));
-      } else {
-        slice.copy_(grad.reshape({-1}));
-      }
-    } else if (existing.defined()) {
-      slice.copy_(existing.reshape({-1}));
-    } else {
-      slice.zero_();
-    }
+    if (!sparse) AdoptGrad(param);
   }
   absl::MutexLock lock(&mu_);
-  if (grad.defined() && grad.is_sparse() && error_.ok()) {
+  if (sparse && error_.ok()) {
     error_ = absl::InvalidArgumentError(absl::StrCat(
         "parameter ", param, " has a sparse gradient; buckets are dense"));
   }
+  Bucket& bucket = buckets_[bucket_of_[param]];
   if (--bucket.pending == 0) LaunchLocked(bucket_of_[param]);
 }
 
@@ -219,7 +261,7 @@ absl::Status GradientBuckets::FinishReduction() {
       absl::MutexLock lock(&mu_);
       arrived = arrived_[p];
     }
-    if (!arrived) OnGradient(p, torch::Tensor());
+    if (!arrived) OnGradient(p);
   }
   const absl::Time wait_start = absl::Now();
   absl::Status error;
@@ -234,23 +276,7 @@ absl::Status GradientBuckets::FinishReduction() {
     error = error_;
   }
   const absl::Duration waited = absl::Now() - wait_start;
-  if (error.ok()) {
-    // The communication thread is idle until the next step's first launch.
-    torch::NoGradGuard no_grad;
-    for (const Bucket& bucket : buckets_) {
-      for (size_t slot = 0; slot < bucket.params.size(); ++slot) {
-        torch::Tensor param = params_[bucket.params[slot]];
-        const torch::Tensor reduced =
-            bucket.buffer.narrow(0, bucket.offsets[slot], param.numel())
-                .view(param.sizes());
-        if (param.grad().defined()) {
-          param.mutable_grad().copy_(reduced);
-        } else {
-          param.mutable_grad() = reduced.clone();
-        }
-      }
-    }
-  }
+  // Every .grad() is a view of its bucket, reduced in place: nothing to copy.
   absl::MutexLock lock(&mu_);
   last_reduce_seconds_ = absl::ToDoubleSeconds(reduce_time_);
   last_reduce_bytes_ = reduce_bytes_;

@@ -9,26 +9,32 @@
 //     larger than the limit gets a bucket of its own. Every rank builds the
 //     same buckets from the same model, so bucket i means the same thing on
 //     every rank.
-//   * A hook on every parameter (Tensor::register_hook) copies its gradient
-//     into its bucket's flat buffer as backward produces it. When a bucket's
-//     last gradient arrives, the bucket is handed to a background
+//   * Every parameter's .grad() is a view into its bucket's flat buffer
+//     (DDP's gradient_as_bucket_view), so autograd accumulates gradients
+//     straight into the buckets and the reduced sums land in .grad()
+//     without a copy either way. A post hook on every parameter's
+//     AccumulateGrad node counts the gradients in; when a bucket's last
+//     gradient has been accumulated, the bucket is handed to a background
 //     communication thread, which all-reduces the buckets strictly in index
 //     order (so every rank issues the same sequence of collectives) while
 //     backward goes on computing the next gradients.
 //   * FinishReduction() then launches what backward left unlaunched (a
-//     parameter this rank did not use contributes zeros: other ranks may
-//     have used it), waits for every bucket, and writes the summed values
-//     into every parameter's .grad().
+//     parameter this rank did not use contributes its current .grad(),
+//     zeros if none: other ranks may have used it) and waits for every
+//     bucket.
 // The reduction is a plain SUM: the trainer scales its loss by
 // 1/global_batch, so the sum of the ranks' gradients is the global batch's
 // gradient.
 //
-// A hook sees the gradient before autograd accumulates it into .grad(), so
-// it packs .grad() + incoming: what .grad() is about to hold. Afterwards
-// .grad() is overwritten with the reduction, so accumulating over several
-// micro-batches works when FinishReduction follows the last of them — but
-// each parameter's gradient may arrive only once between two
-// FinishReduction calls (a second arrival is FAILED_PRECONDITION).
+// Clear gradients in place between steps (Module::zero_grad() without
+// set_to_none, as the agent does): autograd then adds into the views.
+// Setting .grad() to none or assigning a new tensor still works, at the
+// price of one copy back into the bucket when that parameter's gradient is
+// next counted in. Accumulating over several micro-batches works when
+// FinishReduction follows the last of them, but each parameter's gradient
+// may arrive only once between two FinishReduction calls (a second arrival
+// is FAILED_PRECONDITION). After a failed reduction .grad() holds partial
+// sums: discard the step.
 //
 //   GradientBuckets buckets(model->parameters(), communicator);
 //   loss.backward();                            // buckets reduce meanwhile
@@ -49,6 +55,7 @@
 #ifndef PODTRAIN_WORKER_GRADIENT_BUCKETS_H_
 #define PODTRAIN_WORKER_GRADIENT_BUCKETS_H_
 
+#include <torch/csrc/autograd/function.h>
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -136,7 +143,13 @@ class GradientBuckets {
     int64_t hooks_at_launch = -1;
   };
 
-  void OnGradient(size_t param, const torch::Tensor& grad);
+  // Counts parameter `param`'s gradient in (after autograd accumulated it).
+  void OnGradient(size_t param);
+  // Bucket slice of `param`, shaped like it.
+  torch::Tensor Slot(size_t param) const;
+  // Makes .grad() of `param` its bucket view, copying its current value in
+  // (zeros if undefined) unless it already is the view.
+  void AdoptGrad(size_t param);
   // Marks bucket b launched (its buffer is complete).
   void LaunchLocked(size_t b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CommunicationLoop();
@@ -149,7 +162,10 @@ class GradientBuckets {
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;       // per param
   std::vector<size_t> slot_in_bucket_;  // per param
-  std::vector<unsigned> hook_handles_;  // per param
+  // Per param: its AccumulateGrad node (null if not hooked) and the key of
+  // the post hook on it.
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  std::vector<uintptr_t> hook_handles_;
 
   mutable absl::Mutex mu_;
   std::vector<bool> arrived_ ABSL_GUARDED_BY(mu_);  // per param, this step

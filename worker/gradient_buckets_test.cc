@@ -15,6 +15,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -346,6 +347,59 @@ TEST_F(GradientBucketsTest, AccumulatesOntoAnExistingGradient) {
   (w * 2.0f).sum().backward();
   ASSERT_TRUE(reducer.FinishReduction().ok());
   EXPECT_TRUE(torch::equal(w.grad(), torch::full({4}, 3.0f)));
+}
+
+TEST_F(GradientBucketsTest, GradientsAreViewsOfTheBucketsAcrossSteps) {
+  auto world = World(1);
+  ASSERT_EQ(world.size(), 1u);
+  torch::Tensor a = Param({4});
+  torch::Tensor b = Param({3});
+  GradientBuckets reducer({a, b}, world[0].get());
+  ASSERT_EQ(reducer.num_buckets(), 1);
+  // One flat buffer, filled from the last parameter: b, then a.
+  ASSERT_TRUE(a.grad().defined());
+  ASSERT_TRUE(b.grad().defined());
+  float* const a_data = a.grad().data_ptr<float>();
+  EXPECT_EQ(a_data, b.grad().data_ptr<float>() + b.numel());
+  for (int step = 1; step <= 2; ++step) {
+    {
+      torch::NoGradGuard no_grad;
+      a.mutable_grad().zero_();
+      b.mutable_grad().zero_();
+    }
+    ((a * static_cast<float>(step)).sum() + (b * 3.0f).sum()).backward();
+    ASSERT_TRUE(reducer.FinishReduction().ok());
+    // Autograd added into the views: no new tensor, no copy.
+    EXPECT_EQ(a.grad().data_ptr<float>(), a_data);
+    EXPECT_TRUE(torch::equal(a.grad(), torch::full({4}, 1.0f * step)));
+    EXPECT_TRUE(torch::equal(b.grad(), torch::full({3}, 3.0f)));
+  }
+}
+
+TEST_F(GradientBucketsTest, GradientsSetToNoneBetweenStepsStillSum) {
+  auto world = World(2);
+  ASSERT_EQ(world.size(), 2u);
+  std::vector<absl::Status> results(2);
+  std::vector<torch::Tensor> grads(2);
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      torch::Tensor w = Param({5});
+      GradientBuckets reducer({w}, world[rank].get());
+      for (int step = 1; step <= 2 && results[rank].ok(); ++step) {
+        w.mutable_grad() = torch::Tensor();  // zero_grad(set_to_none=true)
+        (w * static_cast<float>(rank + step)).sum().backward();
+        results[rank] = reducer.FinishReduction();
+      }
+      grads[rank] = w.grad().clone();
+    });
+  }
+  for (std::thread& rank : ranks) rank.join();
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(results[rank].ok()) << results[rank];
+    // Step 2: rank 0 contributes 2, rank 1 contributes 3.
+    EXPECT_TRUE(torch::equal(grads[rank], torch::full({5}, 5.0f)));
+  }
 }
 
 TEST_F(GradientBucketsTest, DestructionRemovesTheHooks) {

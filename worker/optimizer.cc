@@ -162,10 +162,10 @@ class Sgd final : public Optimizer {
       // caller's .grad() stays the raw gradient.
       torch::Tensor g = raw;
       if (agc_clip_ > 0 && !p.head) g = ClipUnitwise(g, p.value, agc_clip_);
-      if (p.weight_decay != 0) g = g + p.weight_decay * p.value;
+      if (p.weight_decay != 0) g = g.add(p.value, p.weight_decay);
       torch::Tensor& m = buffers_[i].second;
       m.mul_(momentum_).add_(g);
-      g = nesterov_ ? g + momentum_ * m : m;
+      g = nesterov_ ? g.add(m, momentum_) : m;
       p.value.add_(g, -learning_rate);
     }
   }
