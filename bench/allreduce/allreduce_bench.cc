@@ -4,11 +4,11 @@
 //
 // Part 1, all-reduce alone (medians over --iterations, variants interleaved
 // in --rounds so that machine noise hits them alike):
-//   podtrain buckets   GradientBuckets::ReduceNow over the model's .grad():
-//                      pack into the bucket buffers, all-reduce each bucket
-//                      through the Gloo communicator (op thread, tags,
-//                      timeouts), unpack into .grad(). What a step pays for
-//                      the reduction when nothing overlaps.
+//   podtrain buckets   GradientBuckets::ReduceNow over the model's .grad()
+//                      (views of the bucket buffers, so nothing is packed
+//                      or unpacked): all-reduce each bucket through the Gloo
+//                      communicator (op thread, tags, timeouts). What a step
+//                      pays for the reduction when nothing overlaps.
 //   podtrain comm      Communicator::AllReduceSum on the same bucket buffers
 //                      (no packing), and on one flat buffer.
 //   bare gloo          gloo::allreduce (AllreduceOptions, sum) on the same
@@ -429,8 +429,8 @@ absl::Status Run() {
     std::printf("| %s | %.2f | %.2f | %.2f |\n", name, median,
                 Percentile(ms, 0.9), bytes / (median * 1e-3) / 1e9);
   };
-  row("**podtrain: GradientBuckets::ReduceNow** (pack, all-reduce buckets, "
-      "unpack)",
+  row("**podtrain: GradientBuckets::ReduceNow** (all-reduce the buckets "
+      ".grad() views)",
       timings.podtrain_buckets);
   row("podtrain: Communicator::AllReduceSum on the bucket buffers",
       timings.podtrain_comm_buckets);
@@ -457,7 +457,7 @@ absl::Status Run() {
       "\nratio = bare / podtrain = %.3f (podtrain's ReduceNow against bare "
       "gloo on the same bucket buffers; against one flat bare buffer: "
       "%.3f). Where the difference goes: communicator (op thread, tags) "
-      "%.2f ms, packing and unpacking %.2f ms.\n\n",
+      "%.2f ms, GradientBuckets' own bookkeeping %.2f ms.\n\n",
       bare_ms / podtrain_ms, Median(timings.bare_flat) / podtrain_ms,
       Median(timings.podtrain_comm_buckets) - bare_ms,
       podtrain_ms - Median(timings.podtrain_comm_buckets));
