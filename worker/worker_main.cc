@@ -9,6 +9,10 @@
 // boundary, the coordinator commits it, and the worker exits 0 within its
 // grace period. Exit codes: 0 when the job ended or after a preemption,
 // 1 on an error no rejoin can fix.
+//
+// When OpenBLAS picked kernels narrower than the CPU supports and
+// OPENBLAS_CORETYPE is unset, the worker restarts itself once with it set
+// (common/blas_env.h).
 
 #include <dlfcn.h>
 #include <signal.h>
@@ -22,6 +26,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/strip.h"
+#include "common/blas_env.h"
 #include "common/launch_files.h"
 #include "common/logging.h"
 #include "common/metrics.h"
@@ -88,6 +93,8 @@ std::string DefaultWorkerId() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First: it may exec this binary again with OpenBLAS's kernels chosen.
+  podtrain::MaybeReexecForBlas(argv);
   absl::SetProgramUsageMessage(
       "podtrain-worker --coordinator=HOST:PORT --worker_id=NAME");
   absl::ParseCommandLine(argc, argv);
