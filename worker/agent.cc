@@ -27,6 +27,7 @@
 #include "worker/gradient_buckets.h"
 #include "worker/input_pipeline.h"
 #include "worker/model.h"
+#include "worker/shm_communicator.h"
 #ifdef PODTRAIN_WITH_NCCL
 #include "worker/nccl_communicator.h"
 #endif
@@ -558,6 +559,11 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
       device.is_cuda() ? ConnectNccl(comm_options, cuda_device_, store) :
 #endif
                        ConnectGloo(comm_options, store);
+  if (communicator.ok() && !device.is_cuda() &&
+      options_.shared_memory_allreduce) {
+    communicator = ConnectSharedMemory(comm_options, SharedMemoryOptions(),
+                                       store, *std::move(communicator));
+  }
   if (!communicator.ok()) {
     release();
     LOG(WARNING) << "cannot form the world: " << communicator.status();

@@ -66,6 +66,9 @@ struct AgentOptions {
   // Address peers reach this worker's Gloo transport on.
   std::string hostname = "127.0.0.1";
   absl::Duration collective_timeout = absl::Seconds(30);
+  // CPU worlds whose ranks share a host all-reduce through shared memory
+  // (worker/shm_communicator.h) instead of loopback TCP.
+  bool shared_memory_allreduce = true;
   // Decoded steps kept ready ahead of training.
   int prefetch_steps = 4;
   // Intra-op threads for libtorch (1 keeps CPU results bit-reproducible).

@@ -58,6 +58,9 @@ ABSL_FLAG(std::string, device, "cpu",
           "build and a CUDA libtorch)");
 ABSL_FLAG(int32_t, collective_timeout_seconds, 30,
           "a collective stuck this long fails (a stopped peer)");
+ABSL_FLAG(bool, shared_memory_allreduce, true,
+          "CPU ranks on one host all-reduce through shared memory (/dev/shm) "
+          "instead of loopback TCP; off: Gloo's TCP for everything");
 ABSL_FLAG(int32_t, preemption_grace_seconds, 25,
           "after SIGTERM, wait at most this long for the emergency commit");
 
@@ -126,6 +129,8 @@ int main(int argc, char** argv) {
   SetBlasThreads(options.torch_threads);
   options.collective_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_seconds));
+  options.shared_memory_allreduce =
+      absl::GetFlag(FLAGS_shared_memory_allreduce);
   options.preemption_grace =
       absl::Seconds(absl::GetFlag(FLAGS_preemption_grace_seconds));
   options.metrics_registry = std::make_shared<prometheus::Registry>();

@@ -1,16 +1,21 @@
 // bench_allreduce: podtrain's gradient all-reduce against bare Gloo, for the
 // reference MLP (784-1024-1024-10: 1,863,690 float32 gradients, 7.45 MB),
-// two ranks as two threads of this process, TCP on 127.0.0.1.
+// two ranks as two threads of this process on one host.
 //
 // Part 1, all-reduce alone (medians over --iterations, variants interleaved
 // in --rounds so that machine noise hits them alike):
 //   podtrain buckets   GradientBuckets::ReduceNow over the model's .grad()
 //                      (views of the bucket buffers, so nothing is packed
-//                      or unpacked): all-reduce each bucket through the Gloo
-//                      communicator (op thread, tags, timeouts). What a step
-//                      pays for the reduction when nothing overlaps.
+//                      or unpacked): all-reduce each bucket through the
+//                      communicator a worker uses (shared memory over Gloo,
+//                      worker/shm_communicator.h, since both ranks share
+//                      this host). What a step pays for the reduction when
+//                      nothing overlaps.
 //   podtrain comm      Communicator::AllReduceSum on the same bucket buffers
 //                      (no packing), and on one flat buffer.
+//   podtrain gloo      the same through the Gloo communicator alone (op
+//                      thread, tags, timeouts; TCP on 127.0.0.1), i.e.
+//                      podtrain-worker --shared_memory_allreduce=false.
 //   bare gloo          gloo::allreduce (AllreduceOptions, sum) on the same
 //                      bucket buffers, and on one flat buffer; its own TCP
 //                      device and a gloo::rendezvous::HashStore.
@@ -60,6 +65,7 @@
 #include "worker/gradient_buckets.h"
 #include "worker/model.h"
 #include "worker/optimizer.h"
+#include "worker/shm_communicator.h"
 
 ABSL_FLAG(std::string, dir, "/tmp/podtrain-bench-allreduce",
           "scratch directory for the coordinator's journal");
@@ -152,7 +158,8 @@ struct Rank {
   int rank = 0;
   std::shared_ptr<worker::Model> model;
   std::vector<torch::Tensor> params;
-  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<Communicator> comm;       // shared memory over Gloo
+  std::unique_ptr<Communicator> gloo_comm;  // Gloo alone
   std::unique_ptr<BareGloo> bare;
   // Buffers shaped like GradientBuckets' buckets, and one flat buffer.
   std::vector<torch::Tensor> bucket_buffers;
@@ -162,7 +169,8 @@ struct Rank {
 // Per-iteration times (ms) of rank 0, by variant.
 struct Timings {
   std::vector<double> podtrain_buckets, podtrain_comm_buckets,
-      podtrain_comm_flat, bare_buckets, bare_flat;
+      podtrain_comm_flat, podtrain_gloo_buckets, podtrain_gloo_flat,
+      bare_buckets, bare_flat;
 };
 
 struct StepFigures {
@@ -204,6 +212,7 @@ absl::Status Run() {
       std::unique_ptr<LocalCoordinator> coordinator,
       LocalCoordinator::Start(absl::GetFlag(FLAGS_dir), spec, 60000));
   const std::string prefix = coordinator->job() + "/generation/1/";
+  const std::string prefix2 = coordinator->job() + "/generation/2/";
   auto hash_store = std::make_shared<gloo::rendezvous::HashStore>();
 
   std::vector<Rank> ranks(kWorld);
@@ -228,10 +237,24 @@ absl::Status Run() {
     options.world_size = kWorld;
     options.store_prefix = prefix;
     options.timeout = absl::Seconds(60);
+    auto store = std::make_shared<worker::CoordinatorStore>(
+        coordinator->channel(), prefix, "", absl::Seconds(60));
+    ASSIGN_OR_RETURN(std::unique_ptr<Communicator> transport,
+                     worker::ConnectGloo(options, store));
+    ASSIGN_OR_RETURN(me.comm, worker::ConnectSharedMemory(
+                                  options, worker::SharedMemoryOptions(), store,
+                                  std::move(transport)));
+    if (!worker::UsesSharedMemory(*me.comm)) {
+      return absl::FailedPreconditionError(
+          "the shared-memory all-reduce did not form (see the log)");
+    }
+    // The Gloo-only world: the next generation's keys, so the two worlds'
+    // rendezvous do not meet.
+    options.store_prefix = prefix2;
     ASSIGN_OR_RETURN(
-        me.comm,
+        me.gloo_comm,
         worker::ConnectGloo(options, std::make_shared<worker::CoordinatorStore>(
-                                         coordinator->channel(), prefix, "",
+                                         coordinator->channel(), prefix2, "",
                                          absl::Seconds(60))));
     me.bare = std::make_unique<BareGloo>(r, *hash_store);
     const auto bucket_layout = worker::AssignBuckets(me.params, {});
@@ -302,13 +325,20 @@ absl::Status Run() {
         return absl::OkStatus();
       };
     };
-    const auto podtrain_comm = [&](std::vector<torch::Tensor>& buffers) {
-      return [&me, list = &buffers]() -> absl::Status {
+    const auto through = [&](Communicator* comm,
+                             std::vector<torch::Tensor>& buffers) {
+      return [comm, list = &buffers]() -> absl::Status {
         for (torch::Tensor& b : *list) {
-          RETURN_IF_ERROR(me.comm->AllReduceSum(b));
+          RETURN_IF_ERROR(comm->AllReduceSum(b));
         }
         return absl::OkStatus();
       };
+    };
+    const auto podtrain_comm = [&](std::vector<torch::Tensor>& buffers) {
+      return through(me.comm.get(), buffers);
+    };
+    const auto podtrain_gloo = [&](std::vector<torch::Tensor>& buffers) {
+      return through(me.gloo_comm.get(), buffers);
     };
     std::vector<torch::Tensor> flat_only = {me.flat};
     for (int round = 0; round < rounds; ++round) {
@@ -317,6 +347,7 @@ absl::Status Run() {
         RETURN_IF_ERROR(buckets.ReduceNow());
         RETURN_IF_ERROR(bare(me.bucket_buffers)());
         RETURN_IF_ERROR(podtrain_comm(me.bucket_buffers)());
+        RETURN_IF_ERROR(podtrain_gloo(me.bucket_buffers)());
       }
       RETURN_IF_ERROR(time_variant(&timings.podtrain_buckets,
                                    [&] { return buckets.ReduceNow(); }));
@@ -327,6 +358,10 @@ absl::Status Run() {
       RETURN_IF_ERROR(time_variant(&timings.bare_flat, bare(flat_only)));
       RETURN_IF_ERROR(
           time_variant(&timings.podtrain_comm_flat, podtrain_comm(flat_only)));
+      RETURN_IF_ERROR(time_variant(&timings.podtrain_gloo_buckets,
+                                   podtrain_gloo(me.bucket_buffers)));
+      RETURN_IF_ERROR(
+          time_variant(&timings.podtrain_gloo_flat, podtrain_gloo(flat_only)));
     }
 
     // --- part 2: a real training step, with and without overlap -----------
@@ -415,8 +450,16 @@ absl::Status Run() {
   std::printf(").\n");
   std::printf(
       "- 2 ranks = 2 threads of one process, each with its own Gloo TCP "
-      "device on 127.0.0.1; podtrain rendezvous through a real "
-      "coordinator's store, bare Gloo through a HashStore.\n");
+      "device on 127.0.0.1 and (podtrain) its own mapping of the "
+      "shared-memory segment, as separate processes have; podtrain "
+      "rendezvous through a real coordinator's store, bare Gloo through a "
+      "HashStore.\n"
+      "- podtrain's all-reduce between ranks of one host goes through "
+      "shared memory (worker/shm_communicator.h; "
+      "podtrain-worker --shared_memory_allreduce, default on); Gloo has no "
+      "shared-memory transport, so bare Gloo, like PyTorch DDP's gloo "
+      "backend, goes through loopback TCP. The rows marked Gloo TCP are "
+      "podtrain with the flag off.\n");
   std::printf(
       "- %d rounds x %d iterations per variant, variants interleaved; "
       "medians of rank 0's per-call times.\n\n",
@@ -430,12 +473,18 @@ absl::Status Run() {
                 Percentile(ms, 0.9), bytes / (median * 1e-3) / 1e9);
   };
   row("**podtrain: GradientBuckets::ReduceNow** (all-reduce the buckets "
-      ".grad() views)",
+      ".grad() views; shared memory)",
       timings.podtrain_buckets);
-  row("podtrain: Communicator::AllReduceSum on the bucket buffers",
+  row("podtrain: Communicator::AllReduceSum on the bucket buffers (shared "
+      "memory)",
       timings.podtrain_comm_buckets);
-  row("podtrain: Communicator::AllReduceSum on one flat buffer",
+  row("podtrain: Communicator::AllReduceSum on one flat buffer (shared "
+      "memory)",
       timings.podtrain_comm_flat);
+  row("podtrain, Gloo TCP: Communicator::AllReduceSum on the bucket buffers",
+      timings.podtrain_gloo_buckets);
+  row("podtrain, Gloo TCP: Communicator::AllReduceSum on one flat buffer",
+      timings.podtrain_gloo_flat);
   row("**bare gloo::allreduce on the bucket buffers** (peer)",
       timings.bare_buckets);
   row("bare gloo::allreduce on one flat buffer", timings.bare_flat);
@@ -450,16 +499,17 @@ absl::Status Run() {
   if (mpi_shm > 0) {
     std::printf(
         "| OpenMPI MPI_Allreduce, one flat buffer, 2 processes, shared "
-        "memory (not comparable: no TCP) | %.2f | | %.2f |\n",
+        "memory | %.2f | | %.2f |\n",
         mpi_shm, bytes / (mpi_shm * 1e-3) / 1e9);
   }
   std::printf(
       "\nratio = bare / podtrain = %.3f (podtrain's ReduceNow against bare "
       "gloo on the same bucket buffers; against one flat bare buffer: "
-      "%.3f). Where the difference goes: communicator (op thread, tags) "
-      "%.2f ms, GradientBuckets' own bookkeeping %.2f ms.\n\n",
+      "%.3f). podtrain's Gloo TCP path alone against bare Gloo on the "
+      "bucket buffers: %.3f (the communicator's op thread and tags). "
+      "GradientBuckets' own bookkeeping: %.2f ms.\n\n",
       bare_ms / podtrain_ms, Median(timings.bare_flat) / podtrain_ms,
-      Median(timings.podtrain_comm_buckets) - bare_ms,
+      bare_ms / Median(timings.podtrain_gloo_buckets),
       podtrain_ms - Median(timings.podtrain_comm_buckets));
 
   // Overlap: what backward hid, three ways.
@@ -524,13 +574,16 @@ absl::Status Run() {
       "only the first bucket (the head and the last hidden layer's bias) "
       "is complete before backward ends, because fc1.weight, the last "
       "gradient backward produces, shares the 7.4 MB bucket with "
-      "fc2.weight. On this machine there is also nothing to hide behind: "
-      "loopback TCP all-reduce is CPU work, and both cores run backward.\n\n",
+      "fc2.weight. On this machine there is also little to hide behind: "
+      "the all-reduce is CPU work (memory copies and sums), and both cores "
+      "run backward.\n\n",
       podtrain_ms);
   std::printf(
-      "RESULT podtrain_ms=%.3f bare_ms=%.3f ratio=%.3f hidden_percent=%.1f "
+      "RESULT podtrain_ms=%.3f bare_ms=%.3f ratio=%.3f "
+      "podtrain_gloo_ms=%.3f hidden_percent=%.1f "
       "hidden_small_buckets_percent=%.1f early_bytes_percent=%.1f\n",
-      podtrain_ms, bare_ms, bare_ms / podtrain_ms, 100 * hidden_share(overlap),
+      podtrain_ms, bare_ms, bare_ms / podtrain_ms,
+      Median(timings.podtrain_gloo_buckets), 100 * hidden_share(overlap),
       100 * hidden_share(small_buckets), 100 * early_bytes(overlap, layout));
   return absl::OkStatus();
 }

@@ -1,0 +1,606 @@
+#include "worker/shm_communicator.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/logging.h"
+#include "worker/coordinator_store.h"
+
+namespace podtrain::worker {
+namespace {
+
+constexpr uint64_t kMagic = 0x31'6e'61'72'74'64'6f'70;  // "podtran1"
+// Waiting: spin this long before sleeping (a peer in step is usually this
+// close), and look at the peers' locks this often while asleep.
+constexpr auto kSpinFor = std::chrono::microseconds(20);
+constexpr absl::Duration kCheckEvery = absl::Milliseconds(5);
+constexpr int64_t kAlign = 64;  // sub-ranges start on their own cache line
+
+// The segment's first page. Everything a rank changes after forming is an
+// atomic, on a cache line of its own.
+struct Header {
+  uint64_t magic;
+  uint64_t nonce[2];
+  int64_t world_size;
+  int64_t slot_bytes;
+  // Bumped by every publisher; sleepers futex-wait on it.
+  alignas(64) std::atomic<uint32_t> epoch;
+  std::atomic<uint32_t> sleepers;
+  // -1 until a rank aborts or fails; then that rank.
+  alignas(64) std::atomic<int32_t> failed_rank;
+};
+
+// One rank's progress: the last chunk it copied in, reduced, copied out.
+struct alignas(64) Progress {
+  std::atomic<int64_t> arrived;
+  std::atomic<int64_t> reduced;
+  std::atomic<int64_t> done;
+};
+
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<int64_t>::is_always_lock_free);
+
+int64_t RoundUp(int64_t value, int64_t to) {
+  return (value + to - 1) / to * to;
+}
+
+int64_t ProgressOffset() { return RoundUp(sizeof(Header), 4096); }
+int64_t DataOffset(int64_t world_size) {
+  return RoundUp(ProgressOffset() + world_size * sizeof(Progress), 4096);
+}
+int64_t SegmentBytes(int64_t world_size, int64_t slot_bytes) {
+  return DataOffset(world_size) + world_size * 2 * slot_bytes;
+}
+
+std::string ErrnoText(int error) { return std::strerror(error); }
+
+// A mapped segment and the descriptor whose lock says this rank is alive.
+class Segment {
+ public:
+  Segment(std::string name, int fd, void* base, int64_t bytes)
+      : name_(std::move(name)),
+        fd_(fd),
+        base_(static_cast<char*>(base)),
+        bytes_(bytes) {}
+  ~Segment() {
+    munmap(base_, bytes_);
+    close(fd_);
+  }
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  const std::string& name() const { return name_; }
+  Header& header() const { return *reinterpret_cast<Header*>(base_); }
+  Progress& progress(int rank) const {
+    return reinterpret_cast<Progress*>(base_ + ProgressOffset())[rank];
+  }
+  char* slot(int rank, int64_t parity) const {
+    const Header& h = header();
+    return base_ + DataOffset(h.world_size) +
+           (rank * 2 + parity) * h.slot_bytes;
+  }
+
+  // Takes the lock on byte `rank`: held for as long as this process lives.
+  absl::Status LockRank(int rank) const {
+    struct flock lock = {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = rank;
+    lock.l_len = 1;
+    if (fcntl(fd_, F_OFD_SETLK, &lock) != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("locking byte ", rank, ": ", ErrnoText(errno)));
+    }
+    return absl::OkStatus();
+  }
+
+  // Whether some process (other than through this descriptor) holds the
+  // lock on byte `rank`, i.e. whether that rank's process is alive.
+  bool RankAlive(int rank) const {
+    struct flock lock = {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = rank;
+    lock.l_len = 1;
+    if (fcntl(fd_, F_OFD_GETLK, &lock) != 0) return true;  // cannot tell
+    return lock.l_type != F_UNLCK;
+  }
+
+ private:
+  const std::string name_;
+  const int fd_;
+  char* const base_;
+  const int64_t bytes_;
+};
+
+void Wake(Header& header) {
+  header.epoch.fetch_add(1, std::memory_order_seq_cst);
+  if (header.sleepers.load(std::memory_order_seq_cst) > 0) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&header.epoch), FUTEX_WAKE,
+            INT32_MAX, nullptr, nullptr, 0);
+  }
+}
+
+// Creates, sizes (pages reserved) and maps a new segment; fills the header.
+absl::StatusOr<std::unique_ptr<Segment>> CreateSegment(
+    const std::string& name, int64_t world_size, int64_t slot_bytes,
+    const uint64_t nonce[2]) {
+  const int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("shm_open(", name, "): ", ErrnoText(errno)));
+  }
+  const int64_t bytes = SegmentBytes(world_size, slot_bytes);
+  const auto fail = [&](absl::string_view what, int error) {
+    close(fd);
+    shm_unlink(name.c_str());
+    return absl::UnavailableError(absl::StrCat(
+        what, " of ", bytes, " bytes in ", name, ": ", ErrnoText(error)));
+  };
+  // Reserving the pages now makes a full /dev/shm an error here instead of
+  // a SIGBUS at the first write into a page tmpfs cannot back.
+  if (const int error = posix_fallocate(fd, 0, bytes); error != 0) {
+    return fail("reserving the segment", error);
+  }
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) return fail("mapping the segment", errno);
+  auto segment = std::make_unique<Segment>(name, fd, base, bytes);
+  Header& header = segment->header();
+  header.magic = kMagic;
+  header.nonce[0] = nonce[0];
+  header.nonce[1] = nonce[1];
+  header.world_size = world_size;
+  header.slot_bytes = slot_bytes;
+  header.failed_rank.store(-1);
+  return segment;
+}
+
+// Opens and maps rank 0's segment and checks it is the one announced.
+absl::StatusOr<std::unique_ptr<Segment>> OpenSegment(const std::string& name,
+                                                     int64_t world_size,
+                                                     int64_t slot_bytes,
+                                                     const uint64_t nonce[2]) {
+  const int fd = shm_open(name.c_str(), O_RDWR, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("shm_open(", name, "): ", ErrnoText(errno)));
+  }
+  const int64_t bytes = SegmentBytes(world_size, slot_bytes);
+  struct stat info = {};
+  if (fstat(fd, &info) != 0 || info.st_size != bytes) {
+    close(fd);
+    return absl::UnavailableError(
+        absl::StrCat(name, " has ", info.st_size, " bytes, expected ", bytes));
+  }
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    const int error = errno;
+    close(fd);
+    return absl::UnavailableError(
+        absl::StrCat("mapping ", name, ": ", ErrnoText(error)));
+  }
+  auto segment = std::make_unique<Segment>(name, fd, base, bytes);
+  const Header& header = segment->header();
+  if (header.magic != kMagic || header.nonce[0] != nonce[0] ||
+      header.nonce[1] != nonce[1] || header.world_size != world_size ||
+      header.slot_bytes != slot_bytes) {
+    // Same name, different segment: another host's /dev/shm, or another
+    // container's.
+    return absl::UnavailableError(
+        absl::StrCat(name, " is not the segment rank 0 announced"));
+  }
+  return segment;
+}
+
+// The status of the store exception being handled.
+absl::Status StoreFailure(absl::string_view what) {
+  try {
+    throw;
+  } catch (const CoordinatorStoreError& e) {
+    return absl::Status(e.status().code(),
+                        absl::StrCat(what, ": ", e.status().message()));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+std::vector<char> Bytes(absl::string_view text) {
+  return std::vector<char>(text.begin(), text.end());
+}
+
+class SharedMemoryCommunicator final : public Communicator {
+ public:
+  SharedMemoryCommunicator(const CommunicatorOptions& options,
+                           std::unique_ptr<Segment> segment,
+                           std::unique_ptr<Communicator> transport)
+      : rank_(options.rank),
+        world_size_(options.world_size),
+        timeout_(options.timeout),
+        segment_(std::move(segment)),
+        transport_(std::move(transport)) {}
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
+
+  absl::Status AllReduceSum(torch::Tensor& tensor) override {
+    if (!broken_.ok()) return broken_;
+    if (!tensor.defined() || !tensor.device().is_cpu()) {
+      return transport_->AllReduceSum(tensor);  // names what is wrong
+    }
+    torch::Tensor work = tensor.contiguous();
+    absl::Status status;
+    switch (work.scalar_type()) {
+      case torch::kFloat32:
+      case torch::kFloat64:
+      case torch::kInt32:
+      case torch::kInt64:
+        status = Reduce(work);
+        break;
+      default:
+        return transport_->AllReduceSum(tensor);  // INVALID_ARGUMENT
+    }
+    if (status.ok() && aborted_.load()) status = AbortedStatus();
+    if (!status.ok()) return Fail("AllReduceSum", work, status);
+    if (!work.is_same(tensor)) {
+      torch::NoGradGuard no_grad;
+      tensor.copy_(work);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Broadcast(torch::Tensor& tensor, int root) override {
+    if (!broken_.ok()) return broken_;
+    absl::Status status = transport_->Broadcast(tensor, root);
+    if (!status.ok() && status.code() != absl::StatusCode::kInvalidArgument) {
+      MarkFailed();
+      broken_ = status;
+    }
+    return status;
+  }
+
+  absl::Status Barrier() override {
+    if (!broken_.ok()) return broken_;
+    absl::Status status = transport_->Barrier();
+    if (!status.ok()) {
+      MarkFailed();
+      broken_ = status;
+    }
+    return status;
+  }
+
+  void Abort() override {
+    aborted_.store(true);
+    MarkFailed();
+    transport_->Abort();
+  }
+
+ private:
+  absl::Status AbortedStatus() const {
+    return absl::AbortedError(absl::StrCat(
+        "shared-memory communicator of rank ", rank_, " was aborted"));
+  }
+
+  // Tells every rank of the segment that this world is over.
+  void MarkFailed() {
+    Header& header = segment_->header();
+    int32_t none = -1;
+    header.failed_rank.compare_exchange_strong(none, rank_);
+    Wake(header);
+  }
+
+  absl::Status Fail(absl::string_view what, const torch::Tensor& work,
+                    const absl::Status& status) {
+    MarkFailed();
+    transport_->Abort();
+    broken_ = absl::Status(
+        status.code(),
+        absl::StrCat(what, " of ", work.numel() * work.element_size(),
+                     " bytes (rank ", rank_, " of ", world_size_,
+                     ", shared memory): ", status.message()));
+    return broken_;
+  }
+
+  // Why waiting must stop: this rank aborted, a peer marked the segment, or
+  // a peer's process is gone. OK to keep waiting.
+  absl::Status CheckWorld(bool look_at_peers) const {
+    if (aborted_.load()) return AbortedStatus();
+    const int32_t failed =
+        segment_->header().failed_rank.load(std::memory_order_acquire);
+    if (failed >= 0 && failed != rank_) {
+      return absl::UnavailableError(absl::StrCat(
+          "rank ", failed, " aborted or failed the world's collectives"));
+    }
+    if (failed == rank_) return AbortedStatus();
+    if (look_at_peers) {
+      for (int peer = 0; peer < world_size_; ++peer) {
+        if (peer != rank_ && !segment_->RankAlive(peer)) {
+          return absl::UnavailableError(
+              absl::StrCat("rank ", peer, "'s process exited"));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Waits until every rank's `field` has reached `seq`.
+  absl::Status WaitAll(std::atomic<int64_t> Progress::*field, int64_t seq,
+                       absl::Time deadline, absl::string_view phase) {
+    const auto ready = [&] {
+      for (int r = 0; r < world_size_; ++r) {
+        if ((segment_->progress(r).*field).load(std::memory_order_acquire) <
+            seq) {
+          return false;
+        }
+      }
+      return true;
+    };
+    const auto spin_until = std::chrono::steady_clock::now() + kSpinFor;
+    do {
+      for (int i = 0; i < 64; ++i) {
+        if (ready()) return absl::OkStatus();
+        __builtin_ia32_pause();
+      }
+    } while (std::chrono::steady_clock::now() < spin_until);
+
+    Header& header = segment_->header();
+    absl::Time next_check = absl::Now();
+    while (true) {
+      if (ready()) return absl::OkStatus();
+      const absl::Time now = absl::Now();
+      const bool look_at_peers = now >= next_check;
+      if (look_at_peers) next_check = now + kCheckEvery;
+      if (absl::Status world = CheckWorld(look_at_peers); !world.ok()) {
+        return absl::Status(
+            world.code(),
+            absl::StrCat("while waiting to ", phase, ": ", world.message()));
+      }
+      if (now >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "waited ", absl::FormatDuration(timeout_), " to ", phase));
+      }
+      header.sleepers.fetch_add(1, std::memory_order_seq_cst);
+      const uint32_t epoch = header.epoch.load(std::memory_order_seq_cst);
+      if (!ready() && header.failed_rank.load() < 0 && !aborted_.load()) {
+        const absl::Duration nap =
+            std::min(deadline, next_check) - now + absl::Microseconds(100);
+        const timespec wait = absl::ToTimespec(nap);
+        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&header.epoch),
+                FUTEX_WAIT, epoch, &wait, nullptr, 0);
+      }
+      header.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
+
+  void Publish(std::atomic<int64_t> Progress::*field, int64_t seq) {
+    (segment_->progress(rank_).*field).store(seq, std::memory_order_release);
+    Wake(segment_->header());
+  }
+
+  // The chunked all-reduce of the header comment, in place on `work`.
+  absl::Status Reduce(torch::Tensor& work) {
+    const int64_t element = work.element_size();
+    const int64_t total = work.numel();
+    const int64_t chunk_elements = segment_->header().slot_bytes / element;
+    const int64_t align_elements = kAlign / element;
+    char* const data = static_cast<char*>(work.data_ptr());
+    const absl::Time deadline = absl::Now() + timeout_;
+    for (int64_t begin = 0; begin < total; begin += chunk_elements) {
+      const int64_t n = std::min(chunk_elements, total - begin);
+      const int64_t seq = ++seq_;
+      const int64_t parity = seq % 2;
+      char* const source = data + begin * element;
+
+      // Everyone has finished reading this buffer's previous chunk.
+      if (absl::Status s =
+              WaitAll(&Progress::done, seq - 2, deadline, "reuse a buffer");
+          !s.ok()) {
+        return s;
+      }
+      std::memcpy(segment_->slot(rank_, parity), source, n * element);
+      Publish(&Progress::arrived, seq);
+      if (absl::Status s = WaitAll(&Progress::arrived, seq, deadline,
+                                   "see every rank's chunk");
+          !s.ok()) {
+        return s;
+      }
+
+      const int64_t part =
+          RoundUp((n + world_size_ - 1) / world_size_, align_elements);
+      const auto range = [&](int r) {
+        const int64_t lo = std::min(n, r * part);
+        return std::pair<int64_t, int64_t>(lo, std::min(n, lo + part));
+      };
+      const auto [lo, hi] = range(rank_);
+      if (hi > lo) {
+        torch::NoGradGuard no_grad;
+        const auto view = [&](int r) {
+          return torch::from_blob(segment_->slot(r, parity) + lo * element,
+                                  {hi - lo}, work.options());
+        };
+        torch::Tensor mine = view(rank_);
+        for (int r = 0; r < world_size_; ++r) {
+          if (r != rank_) mine.add_(view(r));
+        }
+      }
+      Publish(&Progress::reduced, seq);
+      if (absl::Status s = WaitAll(&Progress::reduced, seq, deadline,
+                                   "see every rank's reduced part");
+          !s.ok()) {
+        return s;
+      }
+      for (int r = 0; r < world_size_; ++r) {
+        const auto [r_lo, r_hi] = range(r);
+        if (r_hi > r_lo) {
+          std::memcpy(source + r_lo * element,
+                      segment_->slot(r, parity) + r_lo * element,
+                      (r_hi - r_lo) * element);
+        }
+      }
+      Publish(&Progress::done, seq);
+    }
+    return absl::OkStatus();
+  }
+
+  const int rank_;
+  const int world_size_;
+  const absl::Duration timeout_;
+  const std::unique_ptr<Segment> segment_;
+  const std::unique_ptr<Communicator> transport_;
+  std::atomic<bool> aborted_{false};
+
+  // Used only by the thread issuing operations.
+  int64_t seq_ = 0;      // chunks through the segment so far, every rank alike
+  absl::Status broken_;  // the first failure; every later operation's result
+};
+
+// Rank 0's part of forming: a segment, announced as "<name> <nonce hex>"
+// (or "- <why>" when it cannot be made).
+std::unique_ptr<Segment> CreateAndAnnounce(const CommunicatorOptions& options,
+                                           const SharedMemoryOptions& shm,
+                                           gloo::rendezvous::Store& store) {
+  absl::BitGen random;
+  const uint64_t nonce[2] = {absl::Uniform<uint64_t>(random),
+                             absl::Uniform<uint64_t>(random)};
+  const std::string name =
+      absl::StrCat("/podtrain-", getpid(), "-", absl::Hex(nonce[0]));
+  absl::StatusOr<std::unique_ptr<Segment>> segment =
+      CreateSegment(name, options.world_size, shm.slot_bytes, nonce);
+  if (!segment.ok()) {
+    LOG(INFO) << "no shared-memory all-reduce: " << segment.status();
+    store.set("shm/segment",
+              Bytes(absl::StrCat("- ", segment.status().message())));
+    return nullptr;
+  }
+  try {
+    store.set("shm/segment", Bytes(absl::StrCat(name, " ", absl::Hex(nonce[0]),
+                                                " ", absl::Hex(nonce[1]))));
+  } catch (...) {
+    shm_unlink(name.c_str());
+    throw;
+  }
+  return *std::move(segment);
+}
+
+// Another rank's part: the announced segment, or null when it cannot be
+// mapped here.
+std::unique_ptr<Segment> OpenAnnounced(const CommunicatorOptions& options,
+                                       const SharedMemoryOptions& shm,
+                                       gloo::rendezvous::Store& store) {
+  store.wait({"shm/segment"}, absl::ToChronoMilliseconds(options.timeout));
+  const std::vector<char> value = store.get("shm/segment");
+  const std::vector<std::string> fields =
+      absl::StrSplit(std::string(value.begin(), value.end()), ' ');
+  uint64_t nonce[2];
+  if (fields.size() != 3 || !absl::SimpleHexAtoi(fields[1], &nonce[0]) ||
+      !absl::SimpleHexAtoi(fields[2], &nonce[1])) {
+    return nullptr;  // rank 0 could not make one; it logged why
+  }
+  absl::StatusOr<std::unique_ptr<Segment>> segment =
+      OpenSegment(fields[0], options.world_size, shm.slot_bytes, nonce);
+  if (!segment.ok()) {
+    LOG(INFO) << "no shared-memory all-reduce (rank " << options.rank
+              << "): " << segment.status();
+    return nullptr;
+  }
+  return *std::move(segment);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Communicator>> ConnectSharedMemory(
+    const CommunicatorOptions& options, const SharedMemoryOptions& shm_options,
+    std::shared_ptr<gloo::rendezvous::Store> store,
+    std::unique_ptr<Communicator> transport) {
+  if (transport == nullptr || transport->rank() != options.rank ||
+      transport->world_size() != options.world_size) {
+    return absl::InvalidArgumentError(
+        "ConnectSharedMemory: the transport must be a communicator of the "
+        "same rank and world size");
+  }
+  if (shm_options.slot_bytes < 4096 || shm_options.slot_bytes % 4096 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shared-memory slot_bytes must be a positive multiple of 4096, got ",
+        shm_options.slot_bytes));
+  }
+  if (options.world_size == 1) return transport;
+  if (store == nullptr) {
+    return absl::InvalidArgumentError(
+        "a world of more than one rank needs a rendezvous store");
+  }
+  std::unique_ptr<Segment> segment;
+  bool everyone = true;
+  try {
+    segment = options.rank == 0
+                  ? CreateAndAnnounce(options, shm_options, *store)
+                  : OpenAnnounced(options, shm_options, *store);
+    bool mine = false;
+    if (segment != nullptr) {
+      const absl::Status locked = segment->LockRank(options.rank);
+      if (locked.ok()) {
+        mine = true;
+      } else {
+        LOG(INFO) << "no shared-memory all-reduce (rank " << options.rank
+                  << "): " << locked;
+      }
+    }
+    store.get()->set(absl::StrCat("shm/attached/", options.rank),
+                     Bytes(mine ? "1" : "0"));
+    std::vector<std::string> keys;
+    for (int r = 0; r < options.world_size; ++r) {
+      keys.push_back(absl::StrCat("shm/attached/", r));
+    }
+    store->wait(keys, absl::ToChronoMilliseconds(options.timeout));
+    for (const std::string& key : keys) {
+      const std::vector<char> value = store->get(key);
+      everyone = everyone && value.size() == 1 && value[0] == '1';
+    }
+  } catch (...) {
+    if (options.rank == 0 && segment != nullptr) {
+      shm_unlink(segment->name().c_str());
+    }
+    return StoreFailure(absl::StrCat("forming the shared-memory all-reduce (",
+                                     "rank ", options.rank, " of ",
+                                     options.world_size, ")"));
+  }
+  if (options.rank == 0 && segment != nullptr) {
+    // Every rank that could open it has (or never will): the name can go,
+    // so nothing is left in /dev/shm however the world ends.
+    shm_unlink(segment->name().c_str());
+  }
+  if (!everyone) return transport;
+  if (options.rank == 0) {
+    LOG(INFO) << "all-reduce of " << options.world_size
+              << " ranks through shared memory ("
+              << SegmentBytes(options.world_size, shm_options.slot_bytes)
+              << " bytes)";
+  }
+  return std::unique_ptr<Communicator>(
+      std::make_unique<SharedMemoryCommunicator>(options, std::move(segment),
+                                                 std::move(transport)));
+}
+
+bool UsesSharedMemory(const Communicator& communicator) {
+  return dynamic_cast<const SharedMemoryCommunicator*>(&communicator) !=
+         nullptr;
+}
+
+}  // namespace podtrain::worker
