@@ -12,9 +12,11 @@
 //
 // When OpenBLAS picked kernels narrower than the CPU supports and
 // OPENBLAS_CORETYPE is unset, the worker restarts itself once with it set
-// (common/blas_env.h).
+// (common/blas_env.h). glibc's malloc keeps freed memory instead of
+// returning it to the kernel every step (see main()).
 
 #include <dlfcn.h>
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -98,6 +100,14 @@ std::string DefaultWorkerId() {
 int main(int argc, char** argv) {
   // First: it may exec this binary again with OpenBLAS's kernels chosen.
   podtrain::MaybeReexecForBlas(argv);
+  // Keep freed tensor memory in the heap. With glibc's defaults every step's
+  // multi-megabyte activations and gradients come from fresh mmap()s or a
+  // regrown heap top, so each step page-faults them in again (with zeroing)
+  // and unmaps them: ~8 % of a reference-MLP step's CPU in perf, ~10 % of
+  // its time (bench/RESULTS.md, e2e). The price: up to 1 GB of freed memory
+  // stays mapped by the worker.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   absl::SetProgramUsageMessage(
       "podtrain-worker --coordinator=HOST:PORT --worker_id=NAME");
   absl::ParseCommandLine(argc, argv);
