@@ -33,6 +33,7 @@
 #endif
 #include "worker/optimizer.h"
 #include "worker/schedule.h"
+#include "worker/step_reporter.h"
 
 namespace podtrain::worker {
 
@@ -87,6 +88,11 @@ torch::Tensor HostCopy(const torch::Tensor& tensor) {
   return tensor.detach().to(torch::kCPU, /*non_blocking=*/false,
                             /*copy=*/true);
 }
+
+// Step reports the training loop may run ahead of the coordinator's answers
+// (StepReporter): enough to ride out a slow answer, few enough that the
+// coordinator's view of progress lags by at most this many steps.
+constexpr int kMaxPendingStepReports = 8;
 
 uint64_t RandomIncarnation() {
   std::random_device device;
@@ -601,6 +607,18 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
                           generation->communicator.get());
 
   // --- the steps -----------------------------------------------------------
+  // Step reports go out from their own thread, in order (see
+  // step_reporter.h): the loop no longer waits a coordinator round trip per
+  // step. Declared after `generation`, so it is destroyed (dropping unsent
+  // reports of a world that is over) before the stream and communicator.
+  StepReporter reporter(
+      [this](const v1::ReportStepRequest& report) {
+        v1::ReportStepResponse ignored;
+        auto context = Context(absl::Seconds(5));
+        return FromGrpcStatus(
+            stub_->ReportStep(context.get(), report, &ignored));
+      },
+      kMaxPendingStepReports);
   Outcome outcome = Outcome::kRejoin;
   absl::Status error;
   for (int64_t step = world.resume_step() + 1; step < job.total_steps; ++step) {
@@ -678,15 +696,9 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
       LOG(INFO) << job.name << " step " << step << ": eval accuracy "
                 << accuracy;
     }
-    {
-      v1::ReportStepResponse ignored;
-      auto context = Context(absl::Seconds(5));
-      const grpc::Status status =
-          stub_->ReportStep(context.get(), report, &ignored);
-      if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
-        return FromGrpcStatus(status);  // the audit caught a bug: stop
-      }
-    }
+    // Only an audit failure (of this or an earlier report) comes back: the
+    // audit caught a bug, stop.
+    RETURN_IF_ERROR(reporter.Report(std::move(report)));
     metrics_->step->Set(step);
     metrics_->step_seconds->Observe(step_seconds);
     metrics_->examples->Increment(examples);
@@ -699,6 +711,11 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
 
     const int64_t interval = job.spec.checkpoint().interval_steps();
     if (last || stop_here || (step + 1) % interval == 0) {
+      // Every report up to this step is answered before the vote, so no
+      // checkpoint joins the lineage after a step the audit refused, and the
+      // last step's report (its evaluation) is in before the job can end.
+      const absl::Status reported = reporter.Flush();
+      if (absl::IsFailedPrecondition(reported)) return reported;
       const absl::Status checkpointed = Checkpoint(world, step);
       if (!checkpointed.ok()) {
         LOG(WARNING) << "checkpoint of step " << step << ": " << checkpointed;
@@ -717,6 +734,11 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     }
     if (last) outcome = Outcome::kJobFinished;
   }
+  // The reports still queued are the world's last steps; a world that is
+  // over refuses them anyway, so only a live one waits for them.
+  if (generation_over_) reporter.Cancel();
+  const absl::Status reported = reporter.Flush();
+  if (absl::IsFailedPrecondition(reported)) return reported;
   release();
   generation->Abort();
   if (job_finished_) return Outcome::kJobFinished;
