@@ -19,11 +19,91 @@ namespace {
 
 constexpr size_t kIdsToShow = 10;
 
+// Where a generation's training began: right after `step`, from the
+// checkpoint committed there (by `checkpoint_generation`; -1 is the very
+// start) or, when `resumed`, from `from_generation`'s model held in memory
+// after that step.
+struct GenerationStart {
+  int64_t step = -1;
+  bool resumed = false;
+  int64_t from_generation = 0;
+  int64_t checkpoint_generation = 0;  // 0: no commit known at `step`
+};
+
 struct Lineage {
   const coordinator::JobRecord* job = nullptr;
   // Committed step -> the generation that committed it.
   std::map<int64_t, int64_t> commits;
+  std::map<int64_t, GenerationStart> starts;  // by generation
 };
+
+// Steps [first, last] of the lineage, trained by `generation`.
+struct Segment {
+  int64_t first = 0;
+  int64_t last = 0;
+  int64_t generation = 0;
+};
+
+// Walks the lineage back from its head: a generation owns the steps from its
+// start to where the walk entered it, and its start says whose steps come
+// before (the committer of the checkpoint it loaded, or the generation whose
+// held state it continued). Returns the segments oldest first; what it cannot
+// explain goes to `problems`, and those steps are left out (so they count as
+// missing rather than as silently vouched for).
+std::vector<Segment> WalkLineage(const Lineage& lineage,
+                                 std::vector<std::string>& problems) {
+  std::vector<Segment> segments;
+  if (lineage.commits.empty()) return segments;
+  int64_t end = lineage.commits.rbegin()->first;
+  int64_t generation = lineage.commits.rbegin()->second;
+  // Every iteration either stops or strictly lowers `end`, so this ends.
+  while (end >= 0) {
+    auto it = lineage.starts.find(generation);
+    if (it == lineage.starts.end()) {
+      problems.push_back(
+          absl::StrCat("steps 0-", end, ": the lineage reaches generation ",
+                       generation, ", which never started in the journal"));
+      break;
+    }
+    const GenerationStart& start = it->second;
+    if (start.step >= end) {
+      problems.push_back(absl::StrCat(
+          "steps 0-", end, ": the lineage reaches generation ", generation,
+          " at step ", end, " but it trained only after step ", start.step));
+      break;
+    }
+    segments.push_back({start.step + 1, end, generation});
+    // A commit inside the range must be this generation's own: another
+    // generation's would mean the journal tells two stories of these steps.
+    for (auto c = lineage.commits.upper_bound(start.step);
+         c != lineage.commits.end() && c->first <= end; ++c) {
+      if (c->second != generation) {
+        problems.push_back(absl::StrCat(
+            "step ", c->first, ": committed by generation ", c->second,
+            " but in the lineage generation ", generation, " trained steps ",
+            start.step + 1, "-", end));
+      }
+    }
+    end = start.step;
+    if (start.resumed) {
+      generation = start.from_generation;
+      continue;
+    }
+    if (end < 0) break;
+    auto base = lineage.commits.find(end);
+    if (base == lineage.commits.end() ||
+        base->second != start.checkpoint_generation) {
+      problems.push_back(
+          absl::StrCat("steps 0-", end, ": generation ", generation,
+                       " started from the checkpoint of step ", end,
+                       ", which is no longer the lineage's commit there"));
+      break;
+    }
+    generation = base->second;
+  }
+  std::reverse(segments.begin(), segments.end());
+  return segments;
+}
 
 absl::StatusOr<std::vector<std::string>> LogFiles(const std::string& dir) {
   DIR* handle = opendir(dir.c_str());
@@ -109,6 +189,26 @@ absl::StatusOr<AuditReport> AuditJob(const AuditOptions& options) {
   Lineage lineage;
   for (const auto& update : updates) {
     RETURN_IF_ERROR(state.Apply(update));
+    if (update.has_generation_started() &&
+        update.generation_started().name() == options.job) {
+      GenerationStart start;
+      start.step = state.FindJob(options.job)->resume_step;
+      if (start.step >= 0) {
+        auto base = lineage.commits.find(start.step);
+        if (base != lineage.commits.end()) {
+          start.checkpoint_generation = base->second;
+        }
+      }
+      lineage.starts[update.generation_started().generation()] = start;
+    }
+    if (update.has_generation_resumed() &&
+        update.generation_resumed().name() == options.job) {
+      GenerationStart& start =
+          lineage.starts[update.generation_resumed().generation()];
+      start.step = update.generation_resumed().step();
+      start.resumed = true;
+      start.from_generation = update.generation_resumed().from_generation();
+    }
     if (update.has_checkpoint_committed() &&
         update.checkpoint_committed().name() == options.job) {
       lineage.commits[update.checkpoint_committed().step()] =
@@ -151,40 +251,42 @@ absl::StatusOr<AuditReport> AuditJob(const AuditOptions& options) {
   const int64_t epochs = (end_position + n - 1) / n;
   std::vector<std::vector<int32_t>> counts(epochs, std::vector<int32_t>(n, 0));
   std::set<int64_t> generations;
-  for (int64_t step = 0; step <= last; ++step) {
-    const int64_t generation = lineage.commits.lower_bound(step)->second;
-    generations.insert(generation);
-    auto it = records.find({generation, step});
-    if (it == records.end()) {
-      report.problems.push_back(absl::StrCat(
-          "step ", step, ": no rank of generation ", generation, " logged it"));
-      continue;
-    }
-    absl::StatusOr<std::vector<const worker::ConsumedStep*>> ranks =
-        RanksOf(it->second, generation, step);
-    if (!ranks.ok()) {
-      report.problems.push_back(std::string(ranks.status().message()));
-      continue;
-    }
-    for (const worker::ConsumedStep* record : *ranks) {
-      ASSIGN_OR_RETURN(
-          const sampler::PositionRange slice,
-          sampler::RankPositions(report.global_batch, step, record->world_size,
-                                 record->rank));
-      if (slice.size() != static_cast<int64_t>(record->ids.size())) {
-        report.problems.push_back(absl::StrCat(
-            "step ", step, " rank ", record->rank, ": ", record->ids.size(),
-            " ids for a slice of ", slice.size()));
+  for (const Segment& segment : WalkLineage(lineage, report.problems)) {
+    generations.insert(segment.generation);
+    for (int64_t step = segment.first; step <= segment.last; ++step) {
+      auto it = records.find({segment.generation, step});
+      if (it == records.end()) {
+        report.problems.push_back(
+            absl::StrCat("step ", step, ": no rank of generation ",
+                         segment.generation, " logged it"));
         continue;
       }
-      for (size_t k = 0; k < record->ids.size(); ++k) {
-        const int64_t id = record->ids[k];
-        if (id < 0 || id >= n) {
-          report.problems.push_back(absl::StrCat("step ", step, ": id ", id,
-                                                 " outside [0, ", n, ")"));
+      absl::StatusOr<std::vector<const worker::ConsumedStep*>> ranks =
+          RanksOf(it->second, segment.generation, step);
+      if (!ranks.ok()) {
+        report.problems.push_back(std::string(ranks.status().message()));
+        continue;
+      }
+      for (const worker::ConsumedStep* record : *ranks) {
+        ASSIGN_OR_RETURN(
+            const sampler::PositionRange slice,
+            sampler::RankPositions(report.global_batch, step,
+                                   record->world_size, record->rank));
+        if (slice.size() != static_cast<int64_t>(record->ids.size())) {
+          report.problems.push_back(absl::StrCat(
+              "step ", step, " rank ", record->rank, ": ", record->ids.size(),
+              " ids for a slice of ", slice.size()));
           continue;
         }
-        counts[(slice.begin + k) / n][id]++;
+        for (size_t k = 0; k < record->ids.size(); ++k) {
+          const int64_t id = record->ids[k];
+          if (id < 0 || id >= n) {
+            report.problems.push_back(absl::StrCat("step ", step, ": id ", id,
+                                                   " outside [0, ", n, ")"));
+            continue;
+          }
+          counts[(slice.begin + k) / n][id]++;
+        }
       }
     }
   }

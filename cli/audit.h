@@ -5,11 +5,22 @@
 // the workers' consumption logs (worker/consumption_log.h: the ids each rank
 // trained on at each step).
 //
-// The lineage: commits c1 < c2 < ... were made by generations g1, g2, ...;
-// the steps (c[i-1], c[i]] were trained by generation g[i] (a generation
-// resumes right after the commit before its own first one). Steps trained
-// after the last commit of a generation that then failed are not in the
-// lineage, and their log records are ignored. For each lineage step the
+// The lineage: every generation trains from a start the journal records.
+// GenerationStarted(g) starts g right after the head committed at that
+// moment, from its checkpoint (or from scratch when nothing is committed);
+// GenerationResumed(g, h, p) instead starts g right after step h from the
+// model generation p held in memory, so p's steps up to h are g's past. The
+// audit walks back from the last surviving commit: its committer g trained
+// the steps (start(g), head]; before them come the steps of the generation g
+// started from (the one that committed that checkpoint, up to it, or p, up
+// to h), and so on down to the start of the job. Rejected commits are out of
+// the lineage, and steps trained on a branch that no later start continued
+// (a generation that failed before its next commit, unless its held state
+// was resumed) are not in it: their log records are ignored, even when they
+// cover the same stream positions as the lineage's. A walk the journal cannot
+// explain (a generation with no start, a range that ends before its start, a
+// commit inside another generation's range) is reported as a problem, and
+// the steps it cannot attribute count as untrained. For each lineage step the
 // audit takes every rank's record of that generation, places rank r's ids at
 // the stream positions of its slice (sampler/assignment.h: the split of a
 // step over W ranks), and counts ids per epoch (position / N). It does not

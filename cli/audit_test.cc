@@ -59,6 +59,18 @@ class AuditTest : public ::testing::Test {
     update.mutable_checkpoint_committed()->set_generation(generation);
     Append(update);
   }
+  // Generation `generation` continues from `from_generation`'s model held
+  // after `step`, not from the checkpoint.
+  void Resumed(int64_t generation, int64_t step, int64_t from_generation) {
+    internal::Update update;
+    auto* resumed = update.mutable_generation_resumed();
+    resumed->set_name("jobs/000001");
+    resumed->set_generation(generation);
+    resumed->set_step(step);
+    resumed->set_from_generation(from_generation);
+    resumed->set_worker_id("w0");
+    Append(update);
+  }
   // What a correct worker of `world` ranks logs for steps [from, to).
   void Train(int64_t generation, int world, int64_t from, int64_t to,
              int64_t data_offset_steps = 0, int ranks_logging = -1) {
@@ -165,6 +177,125 @@ TEST_F(AuditTest, MissingRecordsAreProblemsNotSilentPasses) {
   EXPECT_FALSE(report.exact());
   ASSERT_EQ(report.problems.size(), 5u);
   EXPECT_NE(report.problems[0].find("no record of rank 1 of 2"),
+            std::string::npos)
+      << report.problems[0];
+}
+
+TEST_F(AuditTest, AResumeFromHeldStateTakesTheEarlierGenerationsSteps) {
+  Generation(1, 2);
+  Train(1, 2, 0, 3);
+  // Step 3 of generation 1 died with its world: logged (here with the
+  // wrong data, so counting it would show) but never part of the lineage.
+  Train(1, 2, 3, 4, /*data_offset_steps=*/3);
+  Commit(1, 1);
+  // The survivor held generation 1's model after step 2.
+  Generation(2, 1);
+  Resumed(2, 2, 1);
+  Train(2, 1, 3, 10);
+  Commit(9, 2);
+  const AuditReport report = Run();
+  EXPECT_TRUE(report.exact()) << FormatAuditReport(report);
+  EXPECT_EQ(report.lineage_steps, 10);
+  EXPECT_EQ(report.commits, 2);
+  EXPECT_EQ(report.generations, 2);
+  ASSERT_EQ(report.epochs.size(), 2u);
+  for (const EpochAudit& epoch : report.epochs) {
+    EXPECT_TRUE(epoch.complete);
+    EXPECT_EQ(epoch.examples_seen, 50);
+  }
+}
+
+TEST_F(AuditTest, AResumedRangeWithoutRecordsIsAProblem) {
+  Generation(1, 2);
+  Train(1, 2, 0, 2);  // step 2, after the commit, left no record
+  Commit(1, 1);
+  Generation(2, 1);
+  Resumed(2, 2, 1);
+  Train(2, 1, 2, 10);  // generation 2's own step 2 does not stand in for it
+  Commit(9, 2);
+  const AuditReport report = Run();
+  EXPECT_FALSE(report.exact());
+  ASSERT_EQ(report.problems.size(), 1u) << FormatAuditReport(report);
+  EXPECT_NE(report.problems[0].find("step 2: no rank of generation 1"),
+            std::string::npos)
+      << report.problems[0];
+  EXPECT_EQ(report.epochs[0].missing, 10);
+}
+
+TEST_F(AuditTest, AChainOfResumesIsFollowedBackToTheCheckpoint) {
+  Generation(1, 2);
+  Train(1, 2, 0, 4);
+  Train(1, 2, 4, 5, /*data_offset_steps=*/4);  // lost with generation 1
+  Commit(1, 1);
+  Generation(2, 1);
+  Resumed(2, 3, 1);
+  Train(2, 1, 4, 7);
+  Train(2, 1, 7, 8, /*data_offset_steps=*/7);  // lost with generation 2
+  // Generation 2 never committed; 3 goes on from its state after step 6.
+  Generation(3, 2);
+  Resumed(3, 6, 2);
+  Train(3, 2, 7, 12);
+  Commit(11, 3);
+  const AuditReport report = Run();
+  EXPECT_TRUE(report.exact()) << FormatAuditReport(report);
+  EXPECT_EQ(report.lineage_steps, 12);
+  EXPECT_EQ(report.commits, 2);
+  EXPECT_EQ(report.generations, 3);
+}
+
+TEST_F(AuditTest, ARestartFromTheCheckpointDropsTheHeldStatesBranch) {
+  Generation(1, 2);
+  Train(1, 2, 0, 5);
+  Commit(1, 1);
+  Generation(2, 1);
+  Resumed(2, 3, 1);
+  Train(2, 1, 4, 7);  // dies before it commits
+  // Generation 3 loads the checkpoint of step 1: generation 1's steps 2-4
+  // and 2's steps 4-6 are an abandoned branch, logged for the very stream
+  // positions generation 3 trains again.
+  Generation(3, 2);
+  Train(3, 2, 2, 10);
+  Commit(9, 3);
+  const AuditReport report = Run();
+  EXPECT_TRUE(report.exact()) << FormatAuditReport(report);
+  EXPECT_EQ(report.lineage_steps, 10);
+  EXPECT_EQ(report.commits, 2);
+  EXPECT_EQ(report.generations, 2);  // 1 (steps 0-1) and 3
+  ASSERT_EQ(report.epochs.size(), 2u);
+  for (const EpochAudit& epoch : report.epochs) {
+    EXPECT_EQ(epoch.examples_seen, 50);
+    EXPECT_EQ(epoch.duplicates, 0);
+  }
+}
+
+TEST_F(AuditTest, ALineageTheJournalCannotExplainIsAProblem) {
+  Generation(1, 2);
+  Train(1, 2, 0, 6);
+  Commit(1, 1);
+  Generation(2, 2);
+  Resumed(2, 5, 1);
+  // A commit of a step before generation 2's own start: the journal
+  // accepts it (it follows the head), but no generation trained it so.
+  Commit(3, 2);
+  const AuditReport report = Run();
+  EXPECT_FALSE(report.exact());
+  ASSERT_EQ(report.problems.size(), 1u) << FormatAuditReport(report);
+  EXPECT_NE(report.problems[0].find("trained only after step 5"),
+            std::string::npos)
+      << report.problems[0];
+  EXPECT_EQ(report.lineage_steps, 4);
+  EXPECT_EQ(report.epochs[0].examples_seen, 0);
+}
+
+TEST_F(AuditTest, ACommitByAGenerationThatNeverStartedIsAProblem) {
+  Generation(1, 1);
+  Train(1, 1, 0, 5);
+  Commit(1, 1);
+  Commit(4, 7);
+  const AuditReport report = Run();
+  EXPECT_FALSE(report.exact());
+  ASSERT_EQ(report.problems.size(), 1u) << FormatAuditReport(report);
+  EXPECT_NE(report.problems[0].find("generation 7, which never started"),
             std::string::npos)
       << report.problems[0];
 }

@@ -90,7 +90,8 @@ absl::Status Coordinator::Recover() {
   for (const auto& [name, job] : state_.jobs()) {
     if (job.finished()) continue;
     JobRuntime& runtime = Runtime(job);
-    ResetProgress(runtime, job.members.size(), job.committed_step);
+    ResetProgress(runtime, job.members.size(),
+                  std::max(job.committed_step, job.resume_step));
     for (size_t i = 0; i < job.members.size(); ++i) {
       const Member& member = job.members[i];
       Worker& worker = workers_[member.worker_id];
@@ -660,6 +661,11 @@ absl::StatusOr<v1::JoinGenerationResponse> Coordinator::JoinGeneration(
   *response.mutable_spec() = job->spec;
   response.set_dataset_fingerprint(job->dataset_fingerprint);
   response.set_total_steps(Runtime(*job).total_steps);
+  for (int64_t generation : job->continuable_generations) {
+    if (generation < job->generation) {
+      response.add_continuable_generations(generation);
+    }
+  }
   return response;
 }
 
@@ -868,6 +874,60 @@ void Coordinator::MaybeFinishCheckpoint(const JobRecord& job, int64_t step,
                               " left after the emergency checkpoint"),
                  /*involuntary=*/false);
   }
+}
+
+absl::Status Coordinator::ResumeFromHeldState(
+    const v1::ResumeFromHeldStateRequest& request) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(
+      AuthenticWorker(request.worker_id(), request.incarnation()).status());
+  ASSIGN_OR_RETURN(const auto membership,
+                   MemberOf(request.worker_id(), request.generation()));
+  const JobRecord& job = *membership.first;
+  const std::string name = job.name;
+  JobRuntime& runtime = Runtime(job);
+  if (membership.second != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("only rank 0 resumes a generation; ", request.worker_id(),
+                     " is rank ", membership.second));
+  }
+  if (request.step() >= runtime.total_steps - 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step: must be before the last step ",
+                     runtime.total_steps - 1, ", got ", request.step()));
+  }
+  for (int64_t reported : runtime.reported_step) {
+    if (reported > job.committed_step) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(name, ": generation ", request.generation(),
+                       " already trained past step ", job.committed_step));
+    }
+  }
+  internal::Update update;
+  auto* resumed = update.mutable_generation_resumed();
+  resumed->set_name(name);
+  resumed->set_generation(request.generation());
+  resumed->set_step(request.step());
+  resumed->set_from_generation(request.from_generation());
+  resumed->set_worker_id(request.worker_id());
+  RETURN_IF_ERROR(Commit(std::move(update)));
+  const JobRecord& updated = *state_.FindJob(name);
+  ResetProgress(runtime, updated.members.size(), updated.resume_step);
+  LOG(INFO) << name << ": generation " << request.generation()
+            << " resumes after step " << request.step() << " from generation "
+            << request.from_generation() << "'s state held by rank "
+            << request.source_rank() << " (committed step "
+            << updated.committed_step << ")";
+  v1::JobEvent event;
+  auto* changed = event.mutable_generation_changed();
+  changed->set_generation(request.generation());
+  changed->set_world_size(static_cast<int32_t>(updated.members.size()));
+  changed->set_reason(absl::StrCat(
+      "resumed after step ", request.step(), " from the state rank ",
+      request.source_rank(), " held (generation ", request.from_generation(),
+      "), not from the checkpoint of step ", updated.committed_step));
+  AddEvent(updated, std::move(event));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::RejectCheckpointResponse> Coordinator::RejectCheckpoint(

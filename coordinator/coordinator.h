@@ -142,6 +142,10 @@ class Coordinator {
   // world re-forms to resume from the new head.
   absl::StatusOr<v1::RejectCheckpointResponse> RejectCheckpoint(
       const v1::RejectCheckpointRequest& request);
+  // Rank 0 of a new generation: its ranks continue from a held state instead
+  // of the head (journaled before any of them trains a step).
+  absl::Status ResumeFromHeldState(
+      const v1::ResumeFromHeldStateRequest& request);
   absl::Status StoreSet(const v1::StoreSetRequest& request);
   absl::StatusOr<v1::StoreGetResponse> StoreGet(
       const v1::StoreGetRequest& request, absl::Time deadline);

@@ -20,6 +20,12 @@ bool IsTerminal(v1::JobState state) {
 
 bool JobRecord::finished() const { return IsTerminal(state); }
 
+bool IsContinuable(const JobRecord& job, int64_t generation) {
+  return std::find(job.continuable_generations.begin(),
+                   job.continuable_generations.end(),
+                   generation) != job.continuable_generations.end();
+}
+
 absl::Status CoordinatorState::Apply(const internal::Update& update) {
   const absl::Time time = absl::FromUnixMicros(update.time_micros());
   switch (update.kind_case()) {
@@ -33,6 +39,8 @@ absl::Status CoordinatorState::Apply(const internal::Update& update) {
       return ApplyCheckpointCommitted(update.checkpoint_committed());
     case internal::Update::kCheckpointRejected:
       return ApplyCheckpointRejected(update.checkpoint_rejected());
+    case internal::Update::kGenerationResumed:
+      return ApplyGenerationResumed(update.generation_resumed());
     case internal::Update::KIND_NOT_SET:
       break;
   }
@@ -124,6 +132,40 @@ absl::Status CoordinatorState::ApplyGenerationStarted(
   job->generation = started.generation();
   job->members = std::move(members);
   if (started.counts_as_restart()) ++job->restarts;
+  // It trains after the head, either from the checkpoint or from a held
+  // state that extends the head: either way its own state extends it too.
+  job->resume_step = job->committed_step;
+  job->continuable_generations.push_back(started.generation());
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorState::ApplyGenerationResumed(
+    const internal::GenerationResumed& resumed) {
+  ASSIGN_OR_RETURN(JobRecord * job, MutableLiveJob(resumed.name()));
+  const std::string what =
+      absl::StrCat(resumed.name(), ": generation ", resumed.generation(),
+                   " resuming from generation ", resumed.from_generation(),
+                   "'s step ", resumed.step());
+  if (resumed.generation() != job->generation) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": the current generation is ", job->generation));
+  }
+  if (resumed.from_generation() >= resumed.generation() ||
+      !IsContinuable(*job, resumed.from_generation())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": that state does not extend the committed head (step ",
+        job->committed_step, ")"));
+  }
+  if (job->resume_step != job->committed_step) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": it already resumed after step ", job->resume_step));
+  }
+  if (resumed.step() <= job->committed_step) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": the step is not after the committed step ",
+                     job->committed_step));
+  }
+  job->resume_step = resumed.step();
   return absl::OkStatus();
 }
 
@@ -137,6 +179,8 @@ absl::Status CoordinatorState::ApplyCheckpointCommitted(
   }
   job->committed_step = committed.step();
   job->committed_path = committed.path();
+  // Only states that contain this commit extend the new head.
+  job->continuable_generations = {committed.generation()};
   if (committed.has_eval_accuracy()) {
     job->eval_accuracy = committed.eval_accuracy();
     job->eval_step = committed.step();
@@ -187,6 +231,10 @@ absl::Status CoordinatorState::ApplyCheckpointRejected(
     job->committed_step = job->recent_commits.back().step;
     job->committed_path = job->recent_commits.back().path;
   }
+  // Every held state may carry the rejected commit's steps: none is
+  // trusted; the next generation trains again from the new head.
+  job->continuable_generations.clear();
+  job->resume_step = job->committed_step;
   for (auto it = job->recent_commits.rbegin(); it != job->recent_commits.rend();
        ++it) {
     if (it->eval_accuracy.has_value()) {

@@ -11,6 +11,9 @@
 //                  job's committed lineage. Training resumes after it.
 //   rejected       a head that a worker could not load (corrupt, missing):
 //                  it leaves the lineage and the previous commit is the head.
+//   resumed        a generation that continues from the model its ranks
+//                  held in memory (trained by an earlier generation up to
+//                  some step after the head) instead of from the head.
 //
 // Example: JobCreated(jobs/1) -> GenerationStarted(jobs/1, 1, [w0, w1]) ->
 // JobStateChanged(RUNNING) -> CheckpointCommitted(step 99) -> (w1's lease
@@ -81,11 +84,21 @@ struct JobRecord {
   int64_t lineage_commits = 0;  // commits in the lineage, rejected ones out
   int32_t rejected_checkpoints = 0;
 
+  // The step the current generation trains after: the head when it started
+  // (or after a rejection), or the step of the held state it resumed from.
+  int64_t resume_step = -1;
+  // Generations whose state (at any step they trained) extends the head:
+  // those started since the head was committed, and the one that committed
+  // it. A commit or a rejection moves the head and resets this.
+  std::vector<int64_t> continuable_generations;
+
   int64_t examples_per_epoch() const;
   bool finished() const;
 };
 
 bool IsTerminal(v1::JobState state);
+
+bool IsContinuable(const JobRecord& job, int64_t generation);
 
 class CoordinatorState {
  public:
@@ -111,6 +124,8 @@ class CoordinatorState {
       const internal::GenerationStarted& started);
   absl::Status ApplyCheckpointCommitted(
       const internal::CheckpointCommitted& committed);
+  absl::Status ApplyGenerationResumed(
+      const internal::GenerationResumed& resumed);
   absl::Status ApplyCheckpointRejected(
       const internal::CheckpointRejected& rejected);
   absl::StatusOr<JobRecord*> MutableLiveJob(const std::string& name);

@@ -47,11 +47,13 @@ internal::Update Generation(const std::string& name, int64_t generation,
   return update;
 }
 
-internal::Update Commit(const std::string& name, int64_t step) {
+internal::Update Commit(const std::string& name, int64_t step,
+                        int64_t generation = 1) {
   internal::Update update;
   auto* committed = update.mutable_checkpoint_committed();
   committed->set_name(name);
   committed->set_step(step);
+  committed->set_generation(generation);
   committed->set_path("/ckpt/step-" + std::to_string(step));
   return update;
 }
@@ -64,6 +66,18 @@ internal::Update Rejected(const std::string& name, int64_t step) {
   rejected->set_path("/ckpt/step-" + std::to_string(step));
   rejected->set_worker_id("w0");
   rejected->set_reason("DATA_LOSS: checksum mismatch");
+  return update;
+}
+
+internal::Update Resumed(const std::string& name, int64_t generation,
+                         int64_t step, int64_t from_generation) {
+  internal::Update update;
+  auto* resumed = update.mutable_generation_resumed();
+  resumed->set_name(name);
+  resumed->set_generation(generation);
+  resumed->set_step(step);
+  resumed->set_from_generation(from_generation);
+  resumed->set_worker_id("w0");
   return update;
 }
 
@@ -191,6 +205,66 @@ TEST(CoordinatorStateTest, NoFallBackToTheStartPastRetention) {
   const absl::Status refused = state.Apply(Rejected("jobs/1", 29));
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
   EXPECT_EQ(state.FindJob("jobs/1")->committed_step, 29);
+}
+
+TEST(CoordinatorStateTest, ResumesFromAHeldStateThatExtendsTheHead) {
+  CoordinatorState state;
+  const std::string name = "jobs/000001";
+  ASSERT_TRUE(state.Apply(Created(name)).ok());
+  ASSERT_TRUE(state.Apply(Generation(name, 1, {"w0", "w1"})).ok());
+  ASSERT_TRUE(state.Apply(Commit(name, 99, 1)).ok());
+  // w1 dies at step 130; w0 holds generation 1's state after step 129.
+  ASSERT_TRUE(state.Apply(Generation(name, 2, {"w0"}, true)).ok());
+  const JobRecord* job = state.FindJob(name);
+  EXPECT_EQ(job->resume_step, 99);
+  EXPECT_TRUE(IsContinuable(*job, 1));
+  EXPECT_TRUE(IsContinuable(*job, 2));
+  ASSERT_TRUE(state.Apply(Resumed(name, 2, 129, 1)).ok());
+  EXPECT_EQ(job->resume_step, 129);
+  EXPECT_EQ(job->committed_step, 99);
+  // Once only per generation.
+  EXPECT_TRUE(
+      absl::IsFailedPrecondition(state.Apply(Resumed(name, 2, 140, 1))));
+  // Generation 2 dies before it commits: 3 may go on from 2's state (which
+  // extends 1's, which extends the head) or from 1's.
+  ASSERT_TRUE(state.Apply(Generation(name, 3, {"w0", "w2"}, true)).ok());
+  EXPECT_EQ(job->resume_step, 99);
+  EXPECT_TRUE(IsContinuable(*job, 1));
+  EXPECT_TRUE(IsContinuable(*job, 2));
+  ASSERT_TRUE(state.Apply(Resumed(name, 3, 150, 2)).ok());
+  // A commit makes every other generation's state stale.
+  ASSERT_TRUE(state.Apply(Commit(name, 199, 3)).ok());
+  EXPECT_FALSE(IsContinuable(*job, 1));
+  EXPECT_FALSE(IsContinuable(*job, 2));
+  EXPECT_TRUE(IsContinuable(*job, 3));
+  ASSERT_TRUE(state.Apply(Generation(name, 4, {"w0"}, true)).ok());
+  EXPECT_TRUE(
+      absl::IsFailedPrecondition(state.Apply(Resumed(name, 4, 210, 2))));
+  EXPECT_TRUE(absl::IsInvalidArgument(state.Apply(Resumed(name, 4, 199, 3))));
+  EXPECT_TRUE(
+      absl::IsFailedPrecondition(state.Apply(Resumed(name, 3, 210, 3))));
+  EXPECT_EQ(job->resume_step, 199);  // the refusals changed nothing
+  ASSERT_TRUE(state.Apply(Resumed(name, 4, 210, 3)).ok());
+  EXPECT_EQ(job->resume_step, 210);
+}
+
+TEST(CoordinatorStateTest, RejectionMakesEveryHeldStateStale) {
+  CoordinatorState state;
+  const std::string name = "jobs/000001";
+  ASSERT_TRUE(state.Apply(Created(name)).ok());
+  ASSERT_TRUE(state.Apply(Generation(name, 1, {"w0", "w1"})).ok());
+  ASSERT_TRUE(state.Apply(Commit(name, 99, 1)).ok());
+  ASSERT_TRUE(state.Apply(Commit(name, 199, 1)).ok());
+  ASSERT_TRUE(state.Apply(Generation(name, 2, {"w0"}, true)).ok());
+  ASSERT_TRUE(state.Apply(Rejected(name, 199)).ok());
+  const JobRecord* job = state.FindJob(name);
+  EXPECT_EQ(job->resume_step, 99);
+  EXPECT_TRUE(job->continuable_generations.empty());
+  EXPECT_TRUE(
+      absl::IsFailedPrecondition(state.Apply(Resumed(name, 2, 150, 1))));
+  ASSERT_TRUE(state.Apply(Generation(name, 3, {"w0"}, true)).ok());
+  EXPECT_TRUE(
+      absl::IsFailedPrecondition(state.Apply(Resumed(name, 3, 150, 2))));
 }
 
 TEST(CoordinatorStateTest, ReplayingTheSameUpdatesGivesTheSameState) {

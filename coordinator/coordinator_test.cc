@@ -456,6 +456,69 @@ TEST_F(CoordinatorTest, ACollectiveErrorRestartsTheWholeWorld) {
   EXPECT_EQ(rejoined->resume_checkpoint(), "/ckpt/step-9");
 }
 
+TEST_F(CoordinatorTest, ANewWorldResumesFromTheStateItsRanksHold) {
+  const std::string job = StartTwoWorkerJob();
+  ASSERT_TRUE(CommitAt("w0", 100, 1, 9).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 1, 9).ok());
+  ASSERT_TRUE(Heartbeat("w1", 200, 1, false, "Connection reset by peer").ok());
+  ASSERT_TRUE(Heartbeat("w0", 100, 1).ok());
+  EXPECT_FALSE(Join("w0", 100, 1).ok());
+  EXPECT_FALSE(Join("w1", 200, 1).ok());
+  clock_.Advance(absl::Milliseconds(600));  // backoff
+  coordinator_->Tick();
+  auto first = Join("w0", 100, 1);
+  auto second = Join("w1", 200, 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(first->generation(), 2);
+  EXPECT_EQ(first->resume_step(), 9);
+  ASSERT_EQ(first->continuable_generations_size(), 1);
+  EXPECT_EQ(first->continuable_generations(0), 1);
+  const bool w0_first = first->rank() == 0;
+  const std::string rank0 = w0_first ? "w0" : "w1";
+  const std::string rank1 = w0_first ? "w1" : "w0";
+  v1::ResumeFromHeldStateRequest resume;
+  resume.set_worker_id(rank1);
+  resume.set_incarnation(w0_first ? 200 : 100);
+  resume.set_generation(2);
+  resume.set_step(14);
+  resume.set_from_generation(1);
+  EXPECT_EQ(coordinator_->ResumeFromHeldState(resume).code(),
+            absl::StatusCode::kInvalidArgument);  // not rank 0
+  resume.set_worker_id(rank0);
+  resume.set_incarnation(w0_first ? 100 : 200);
+  resume.set_from_generation(2);  // not an earlier generation
+  EXPECT_EQ(coordinator_->ResumeFromHeldState(resume).code(),
+            absl::StatusCode::kFailedPrecondition);
+  resume.set_from_generation(1);
+  resume.set_step(9);  // not after the commit
+  EXPECT_EQ(coordinator_->ResumeFromHeldState(resume).code(),
+            absl::StatusCode::kInvalidArgument);
+  resume.set_step(14);
+  const absl::Status resumed = coordinator_->ResumeFromHeldState(resume);
+  ASSERT_TRUE(resumed.ok()) << resumed;
+  EXPECT_EQ(coordinator_->ResumeFromHeldState(resume).code(),
+            absl::StatusCode::kFailedPrecondition);  // once only
+
+  // Journaled: a restarted coordinator hands out assignments from step 15.
+  Restart();
+  Register("w0", 100);
+  Register("w1", 200);
+  v1::StreamAssignmentsRequest stream;
+  stream.set_worker_id("w0");
+  stream.set_incarnation(100);
+  stream.set_generation(2);
+  stream.set_from_step(15);
+  auto assignments = coordinator_->NextAssignments(stream, 4, clock_.Now());
+  ASSERT_TRUE(assignments.ok()) << assignments.status();
+  ASSERT_FALSE(assignments->empty());
+  EXPECT_EQ(assignments->front().step(), 15);
+  // The commit after the resume is an ordinary one.
+  ASSERT_TRUE(CommitAt("w0", 100, 2, 19).ok());
+  ASSERT_TRUE(CommitAt("w1", 200, 2, 19)->committed());
+  EXPECT_EQ(Job(job).committed_step(), 19);
+}
+
 TEST_F(CoordinatorTest, ARejectedCheckpointLeavesTheLineage) {
   const std::string job = StartTwoWorkerJob();
   for (int64_t step : {9, 19}) {

@@ -208,6 +208,13 @@ grpc::Status WorkerServiceImpl::RejectCheckpoint(
   return ToGrpcStatus(rejected.status());
 }
 
+grpc::Status WorkerServiceImpl::ResumeFromHeldState(
+    grpc::ServerContext* context, const v1::ResumeFromHeldStateRequest* request,
+    v1::ResumeFromHeldStateResponse*) {
+  PODTRAIN_RPC(context, "ResumeFromHeldState");
+  return ToGrpcStatus(coordinator_->ResumeFromHeldState(*request));
+}
+
 grpc::Status WorkerServiceImpl::StoreSet(grpc::ServerContext* context,
                                          const v1::StoreSetRequest* request,
                                          v1::StoreSetResponse*) {

@@ -163,6 +163,10 @@ class WorkerServiceImpl final : public WorkerServiceBase {
   grpc::Status RejectCheckpoint(
       grpc::ServerContext* context, const v1::RejectCheckpointRequest* request,
       v1::RejectCheckpointResponse* response) override;
+  grpc::Status ResumeFromHeldState(
+      grpc::ServerContext* context,
+      const v1::ResumeFromHeldStateRequest* request,
+      v1::ResumeFromHeldStateResponse* response) override;
   grpc::Status StoreSet(grpc::ServerContext* context,
                         const v1::StoreSetRequest* request,
                         v1::StoreSetResponse* response) override;

@@ -56,6 +56,11 @@ struct Agent::Job {
   std::string checkpoint_root;
   // What this process trained on, for the coverage audit.
   std::unique_ptr<ConsumptionLogWriter> consumed;
+  // What `model` and `optimizer` hold: the state after step `held_step`,
+  // trained in generation `held_generation` (0: not a state another world
+  // may continue from: fresh, restored from a checkpoint, or half received).
+  int64_t held_generation = 0;
+  int64_t held_step = -1;
 };
 
 // One world: the communicator and the assignment stream of a generation.
@@ -381,6 +386,8 @@ absl::Status Agent::InitializeModel() {
   job.params = GroupParameters(*job.model);
   ASSIGN_OR_RETURN(job.optimizer,
                    MakeOptimizer(job.spec.optimizer(), job.params));
+  job.held_generation = 0;
+  job.held_step = -1;
   return absl::OkStatus();
 }
 
@@ -423,6 +430,111 @@ absl::Status Agent::RestoreCommitted(const v1::JoinGenerationResponse& world) {
         world.resume_checkpoint(), ": optimizer state: ", loaded.message()));
   }
   return absl::OkStatus();
+}
+
+bool Agent::HoldsContinuableState(
+    const v1::JoinGenerationResponse& world) const {
+  const Job& job = *job_;
+  if (job.held_generation == 0 || job.held_step <= world.resume_step() ||
+      job.held_step + 1 >= job.total_steps) {
+    return false;
+  }
+  for (int64_t generation : world.continuable_generations()) {
+    if (generation == job.held_generation) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<int64_t> Agent::ResumeFromHeldState(
+    const v1::JoinGenerationResponse& world, Communicator& communicator,
+    bool holding) {
+  Job& job = *job_;
+  const int world_size = communicator.world_size();
+  const int rank = communicator.rank();
+  const torch::Device device = ComputeDevice(cuda_device_);
+  // Every rank's offer side by side: (held step + 1, held generation), zero
+  // for none, summed so every rank sees all of them.
+  torch::Tensor offers = torch::zeros({2 * world_size}, torch::kInt64);
+  if (holding) {
+    offers[rank] = job.held_step + 1;
+    offers[world_size + rank] = job.held_generation;
+  }
+  offers = offers.to(device);
+  RETURN_IF_ERROR(communicator.AllReduceSum(offers));
+  offers = offers.cpu();
+  int source = -1;
+  int64_t best = 0;
+  for (int r = 0; r < world_size; ++r) {
+    if (offers[r].item<int64_t>() > best) {
+      best = offers[r].item<int64_t>();
+      source = r;
+    }
+  }
+  if (source < 0) return world.resume_step();
+  const int64_t step = best - 1;
+  const int64_t from_generation = offers[world_size + source].item<int64_t>();
+
+  // Rank 0 has the coordinator journal the resume before anyone trains on
+  // it, and tells the others whether it did.
+  torch::Tensor recorded = torch::zeros({1}, torch::kInt64);
+  if (rank == 0) {
+    v1::ResumeFromHeldStateRequest request;
+    request.set_worker_id(options_.worker_id);
+    request.set_incarnation(options_.incarnation);
+    request.set_generation(world.generation());
+    request.set_step(step);
+    request.set_from_generation(from_generation);
+    request.set_source_rank(source);
+    v1::ResumeFromHeldStateResponse ignored;
+    auto context = Context(absl::Seconds(10));
+    const grpc::Status status =
+        stub_->ResumeFromHeldState(context.get(), request, &ignored);
+    if (status.ok()) {
+      recorded[0] = 1;
+    } else {
+      LOG(WARNING) << "the coordinator did not record resuming generation "
+                   << world.generation() << " after step " << step
+                   << " from rank " << source
+                   << "'s state: " << FromGrpcStatus(status)
+                   << "; resuming from step " << world.resume_step()
+                   << "'s checkpoint";
+    }
+  }
+  recorded = recorded.to(device);
+  RETURN_IF_ERROR(communicator.Broadcast(recorded, /*root=*/0));
+  if (recorded.cpu().item<int64_t>() == 0) return world.resume_step();
+
+  // The holder's model and optimizer state, to every rank. Until every
+  // tensor has arrived this process holds nothing another world may use.
+  if (rank != source) {
+    job.held_generation = 0;
+    job.held_step = -1;
+  }
+  torch::NoGradGuard no_grad;
+  for (torch::Tensor parameter : job.model->parameters()) {
+    torch::Tensor data = parameter.data();
+    RETURN_IF_ERROR(communicator.Broadcast(data, source));
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> state =
+      job.optimizer->StateTensors();
+  for (auto& [name, tensor] : state) {
+    tensor = tensor.contiguous();
+    RETURN_IF_ERROR(communicator.Broadcast(tensor, source));
+  }
+  if (rank != source) {
+    const absl::Status loaded = job.optimizer->LoadStateTensors(state);
+    if (!loaded.ok()) {
+      return absl::InternalError(absl::StrCat("optimizer state from rank ",
+                                              source, ": ", loaded.message()));
+    }
+  }
+  job.held_generation = from_generation;
+  job.held_step = step;
+  LOG(INFO) << options_.worker_id << ": generation " << world.generation()
+            << " resumes after step " << step << " from rank " << source
+            << "'s state (generation " << from_generation
+            << "), not from the checkpoint of step " << world.resume_step();
+  return step;
 }
 
 // Tells the coordinator that the lineage's head cannot be loaded, so the
@@ -528,16 +640,10 @@ absl::Status Agent::WaitForCommit(int64_t step) {
 absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     const v1::JoinGenerationResponse& world) {
   Job& job = *job_;
-  RETURN_IF_ERROR(InitializeModel());
-  if (world.resume_step() >= 0) {
-    const absl::Status restored = RestoreCommitted(world);
-    if (absl::IsNotFound(restored) || absl::IsFailedPrecondition(restored) ||
-        absl::IsDataLoss(restored)) {
-      RETURN_IF_ERROR(RejectCheckpoint(world, restored));
-      return Outcome::kRejoin;
-    }
-    RETURN_IF_ERROR(restored);
-  }
+  // A model this process still holds from the world before may spare every
+  // rank the reload of the checkpoint and the steps trained since it.
+  const bool holding = HoldsContinuableState(world);
+  if (!holding) RETURN_IF_ERROR(InitializeModel());
   const int64_t global_batch = job.spec.global_batch();
 
   // --- communicator and assignment stream --------------------------------
@@ -577,13 +683,42 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     return Outcome::kRejoin;
   }
   generation->communicator = *std::move(communicator);
+
+  // --- where this world starts: a held state, or the committed checkpoint -
+  absl::StatusOr<int64_t> resumed =
+      ResumeFromHeldState(world, *generation->communicator, holding);
+  if (!resumed.ok()) {
+    release();
+    generation->Abort();
+    if (!generation_over_) {
+      LOG(WARNING) << "cannot agree where generation " << world.generation()
+                   << " resumes: " << resumed.status();
+      ReportCollectiveError(resumed.status());
+    }
+    return Outcome::kRejoin;
+  }
+  const int64_t resume_step = *resumed;
+  if (resume_step == world.resume_step()) {
+    if (holding) RETURN_IF_ERROR(InitializeModel());
+    if (world.resume_step() >= 0) {
+      const absl::Status restored = RestoreCommitted(world);
+      if (absl::IsNotFound(restored) || absl::IsFailedPrecondition(restored) ||
+          absl::IsDataLoss(restored)) {
+        release();
+        generation->Abort();
+        RETURN_IF_ERROR(RejectCheckpoint(world, restored));
+        return Outcome::kRejoin;
+      }
+      RETURN_IF_ERROR(restored);
+    }
+  }
   {
     // Set under the lock: the heartbeat thread may Abort() concurrently.
     v1::StreamAssignmentsRequest request;
     request.set_worker_id(options_.worker_id);
     request.set_incarnation(options_.incarnation);
     request.set_generation(world.generation());
-    request.set_from_step(world.resume_step() + 1);
+    request.set_from_step(resume_step + 1);
     if (!options_.bearer_token.empty()) {
       generation->stream_context.AddMetadata("authorization",
                                              "Bearer " + options_.bearer_token);
@@ -611,17 +746,38 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
   // step_reporter.h): the loop no longer waits a coordinator round trip per
   // step. Declared after `generation`, so it is destroyed (dropping unsent
   // reports of a world that is over) before the stream and communicator.
+  struct InFlightReport {
+    absl::Mutex mu;
+    grpc::ClientContext* context ABSL_GUARDED_BY(mu) = nullptr;
+    bool interrupted ABSL_GUARDED_BY(mu) = false;
+  };
+  auto in_flight = std::make_shared<InFlightReport>();
   StepReporter reporter(
-      [this](const v1::ReportStepRequest& report) {
+      [this, in_flight](const v1::ReportStepRequest& report) {
         v1::ReportStepResponse ignored;
         auto context = Context(absl::Seconds(5));
-        return FromGrpcStatus(
-            stub_->ReportStep(context.get(), report, &ignored));
+        {
+          absl::MutexLock lock(&in_flight->mu);
+          if (in_flight->interrupted) {
+            return absl::CancelledError("step reports interrupted");
+          }
+          in_flight->context = context.get();
+        }
+        const grpc::Status status =
+            stub_->ReportStep(context.get(), report, &ignored);
+        absl::MutexLock lock(&in_flight->mu);
+        in_flight->context = nullptr;
+        return FromGrpcStatus(status);
       },
-      kMaxPendingStepReports);
+      kMaxPendingStepReports,
+      [in_flight] {
+        absl::MutexLock lock(&in_flight->mu);
+        in_flight->interrupted = true;
+        if (in_flight->context != nullptr) in_flight->context->TryCancel();
+      });
   Outcome outcome = Outcome::kRejoin;
   absl::Status error;
-  for (int64_t step = world.resume_step() + 1; step < job.total_steps; ++step) {
+  for (int64_t step = resume_step + 1; step < job.total_steps; ++step) {
     if (generation_over_) break;
     const absl::Time step_start = absl::Now();
     absl::Duration waited;
@@ -636,6 +792,13 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
       break;
     }
     metrics_->data_wait_seconds->Observe(absl::ToDoubleSeconds(waited));
+    // Log what this rank trains on (the log feeds the coverage audit) before
+    // its gradients reach any peer: a peer that completes this step's
+    // all-reduce, and so may hand this step's state to the next world after
+    // this process dies, knows this record was written.
+    RETURN_IF_ERROR(
+        job.consumed->Append({world.generation(), step, world.rank(),
+                              world.world_size(), batch->ids}));
 
     // Forward and backward; buckets all-reduce during backward. The loss is
     // this rank's sum over its examples divided by the global batch, so the
@@ -666,13 +829,12 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
         LearningRate(job.spec.schedule(), step, job.total_steps);
     metrics_->gradient_norm->Set(GlobalGradNorm(job.params));
     job.optimizer->Step(learning_rate);
+    job.held_generation = world.generation();
+    job.held_step = step;
 
-    // Log and report what this rank trained on (the log feeds the coverage
-    // audit; the digest lets the coordinator check it against the plan).
+    // Report what this rank trained on (the digest lets the coordinator
+    // check it against the plan).
     const int64_t examples = static_cast<int64_t>(batch->ids.size());
-    RETURN_IF_ERROR(
-        job.consumed->Append({world.generation(), step, world.rank(),
-                              world.world_size(), batch->ids}));
     const double mean_loss =
         local_loss.item<double>() / std::max<int64_t>(examples, 1);
     const double step_seconds = absl::ToDoubleSeconds(absl::Now() - step_start);
@@ -734,9 +896,12 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     }
     if (last) outcome = Outcome::kJobFinished;
   }
-  // The reports still queued are the world's last steps; a world that is
-  // over refuses them anyway, so only a live one waits for them.
-  if (generation_over_) reporter.Cancel();
+  // A finished job flushed its reports before its last checkpoint. A world
+  // that failed drops what is still queued (the coordinator refuses a
+  // world's reports once it is over, and one that is down or restarting
+  // must not hold this process out of the next world), but still stops on
+  // an audit failure already known.
+  if (outcome != Outcome::kJobFinished) reporter.Cancel();
   const absl::Status reported = reporter.Flush();
   if (absl::IsFailedPrecondition(reported)) return reported;
   release();

@@ -4,15 +4,19 @@
 //   register -> heartbeat (own thread, forever)
 //   loop:
 //     join a generation (world size, rank, where to resume)
-//     open the job's dataset, check its fingerprint; build model + optimizer
-//     load the committed checkpoint (or initialize from the seed); one that
-//       cannot be loaded is rejected: the coordinator falls back a commit
+//     open the job's dataset, check its fingerprint
 //     build the communicator (Gloo on the CPU, NCCL on CUDA; rendezvous
 //       through the coordinator)
+//     agree where to start: the newest model and optimizer state a rank
+//       still holds from the world before, if it extends the lineage
+//       (journaled by the coordinator, broadcast by its holder); else load
+//       the committed checkpoint (or initialize from the seed); one that
+//       cannot be loaded is rejected: the coordinator falls back a commit
 //     stream assignments -> input pipeline (prefetch thread)
-//     for each step: forward, backward with bucketed all-reduce overlapped,
-//       agree on the stop flag, optimizer update, report the step (with the
-//       digest of the ids consumed, for the audit), checkpoint every K steps
+//     for each step: log the ids consumed, forward, backward with bucketed
+//       all-reduce overlapped, agree on the stop flag, optimizer update,
+//       report the step (with the digest of the ids consumed, for the
+//       coordinator's check; from a background thread), checkpoint every K
 //     until: the job ends, the generation changes (abort the communicator,
 //       rejoin), or this worker is preempted (emergency checkpoint, commit,
 //       exit)
@@ -47,6 +51,8 @@
 #include "worker/worker_metrics.h"
 
 namespace podtrain::worker {
+
+class Communicator;  // worker/collectives.h
 
 // Identifies a job's training state: its name, its normalized spec and its
 // dataset. Checkpoints carry it; a checkpoint of another job is refused.
@@ -113,6 +119,18 @@ class Agent {
   absl::StatusOr<Outcome> TrainGeneration(
       const v1::JoinGenerationResponse& world);
   absl::Status InitializeModel();
+  // Whether the model this process holds may continue `world`'s lineage: it
+  // was trained in one of world.continuable_generations() past the
+  // committed step (and is not the job's last step).
+  bool HoldsContinuableState(const v1::JoinGenerationResponse& world) const;
+  // The ranks of a new world agree where it starts: the newest state any of
+  // them holds (HoldsContinuableState), which rank 0 has the coordinator
+  // record and its holder then broadcasts to every rank; or, when none
+  // holds one or the coordinator refuses, the committed step. Returns the
+  // step the world trains after; an error if the communicator fails.
+  absl::StatusOr<int64_t> ResumeFromHeldState(
+      const v1::JoinGenerationResponse& world, Communicator& communicator,
+      bool holding);
   absl::Status RestoreCommitted(const v1::JoinGenerationResponse& world);
   absl::Status RejectCheckpoint(const v1::JoinGenerationResponse& world,
                                 const absl::Status& why);

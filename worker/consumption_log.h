@@ -7,10 +7,14 @@
 // checkpoint directory: <root>/consumed/<worker_id>.<incarnation>.log.
 // Record: u32 payload length, u32 CRC32 of the payload, payload = u64
 // generation, u64 step, u32 rank, u32 world size, u32 id count, u64 ids...
-// (little-endian). The worker syncs the log before it votes for a
-// checkpoint, so every committed step's records are durable; a process
-// killed mid-write leaves at most a torn last record, which the reader
-// reports and skips.
+// (little-endian). The worker appends a step's record before its gradients
+// reach any peer (so a step some survivor completed, and may hand to the
+// next world, has every rank's record written), and syncs the log before it
+// votes for a checkpoint, so every committed step's records are durable; a
+// process killed mid-write leaves at most a torn last record, which the
+// reader reports and skips. A node that loses power loses its records since
+// the last sync: when the next world resumed from a survivor's state past
+// them, the audit reports those steps as unverified (it never passes them).
 //
 // Thread-safety: thread-compatible.
 

@@ -4,9 +4,10 @@
 
 namespace podtrain::worker {
 
-StepReporter::StepReporter(Send send, int max_pending)
+StepReporter::StepReporter(Send send, int max_pending, Interrupt interrupt)
     : send_(std::move(send)),
       max_pending_(max_pending < 1 ? 1 : max_pending),
+      interrupt_(std::move(interrupt)),
       thread_([this] { Run(); }) {}
 
 StepReporter::~StepReporter() {
@@ -39,9 +40,14 @@ absl::Status StepReporter::Flush() {
 }
 
 void StepReporter::Cancel() {
-  absl::MutexLock lock(&mu_);
-  cancelled_ = true;
-  queue_.clear();
+  bool first = false;
+  {
+    absl::MutexLock lock(&mu_);
+    first = !cancelled_;
+    cancelled_ = true;
+    queue_.clear();
+  }
+  if (first && interrupt_) interrupt_();
 }
 
 void StepReporter::Run() {

@@ -22,7 +22,7 @@
 //
 // Thread-safety: Report, Flush and Cancel may be called from any thread;
 // `send` runs on the reporter's own thread only. Destruction drops unsent
-// reports and waits for the one being sent (bounded by `send`'s deadline).
+// reports and interrupts the one being sent.
 
 #ifndef PODTRAIN_WORKER_STEP_REPORTER_H_
 #define PODTRAIN_WORKER_STEP_REPORTER_H_
@@ -42,9 +42,12 @@ class StepReporter {
  public:
   // Sends one report and returns the coordinator's answer.
   using Send = std::function<absl::Status(const v1::ReportStepRequest&)>;
+  // Makes a `send` in progress (and any later one) return at once, e.g. by
+  // cancelling its RPC; called once, by the first Cancel(), from any thread.
+  using Interrupt = std::function<void()>;
 
   // REQUIRES: max_pending >= 1.
-  StepReporter(Send send, int max_pending);
+  StepReporter(Send send, int max_pending, Interrupt interrupt = nullptr);
   ~StepReporter();
 
   StepReporter(const StepReporter&) = delete;
@@ -60,9 +63,10 @@ class StepReporter {
   // failure of any of them, CANCELLED after Cancel(), else OK.
   absl::Status Flush();
 
-  // Drops unsent reports and makes Report/Flush return CANCELLED at once
-  // (the report being sent still goes out). For a generation that ended:
-  // the coordinator refuses its reports anyway.
+  // Drops unsent reports, interrupts the one being sent (`interrupt`), and
+  // makes Report/Flush return CANCELLED at once, or the audit failure
+  // already known. For a generation that ended: the coordinator refuses its
+  // reports anyway, and one that is down must not hold up the next world.
   void Cancel();
 
  private:
@@ -70,6 +74,7 @@ class StepReporter {
 
   const Send send_;
   const int max_pending_;
+  const Interrupt interrupt_;
 
   absl::Mutex mu_;
   std::deque<v1::ReportStepRequest> queue_ ABSL_GUARDED_BY(mu_);

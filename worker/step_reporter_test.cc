@@ -69,7 +69,7 @@ TEST(StepReporterTest, ReportBlocksWhileMaxPendingAreUnsent) {
       },
       /*max_pending=*/1);
   ASSERT_TRUE(reporter.Report(Step(0)).ok());
-  in_flight.WaitForNotification();  // the sender holds step 0
+  in_flight.WaitForNotification();             // the sender holds step 0
   ASSERT_TRUE(reporter.Report(Step(1)).ok());  // fills the queue
   std::atomic<bool> third_queued{false};
   std::thread producer([&] {
@@ -143,6 +143,37 @@ TEST(StepReporterTest, CancelDropsUnsentReportsAndUnblocks) {
   release.Notify();
   reporter.reset();  // joins once the report in flight is answered
   EXPECT_EQ(sent.load(), 1);
+}
+
+TEST(StepReporterTest, CancelInterruptsTheReportBeingSent) {
+  absl::Notification in_flight;
+  absl::Notification interrupted;
+  auto reporter = std::make_unique<StepReporter>(
+      [&](const v1::ReportStepRequest&) {
+        in_flight.Notify();
+        // A coordinator that never answers: only the interrupt ends this.
+        interrupted.WaitForNotification();
+        return absl::CancelledError("interrupted");
+      },
+      /*max_pending=*/4, [&] { interrupted.Notify(); });
+  ASSERT_TRUE(reporter->Report(Step(0)).ok());
+  in_flight.WaitForNotification();
+  reporter->Cancel();
+  EXPECT_TRUE(interrupted.HasBeenNotified());
+  EXPECT_TRUE(absl::IsCancelled(reporter->Flush()));
+  reporter.reset();  // joins: the send returned
+}
+
+TEST(StepReporterTest, CancelStillReturnsAKnownAuditFailure) {
+  StepReporter reporter(
+      [&](const v1::ReportStepRequest&) {
+        return absl::FailedPreconditionError("not the examples assigned");
+      },
+      /*max_pending=*/4);
+  ASSERT_TRUE(reporter.Report(Step(0)).ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(reporter.Flush()));
+  reporter.Cancel();
+  EXPECT_TRUE(absl::IsFailedPrecondition(reporter.Flush()));
 }
 
 }  // namespace
