@@ -124,7 +124,7 @@ def podtrain_timeline(logs, t_kill, generation, first_new):
     coordinator = glog_lines(os.path.join(logs, "coordinator.log"))
     survivor = glog_lines(os.path.join(logs, "worker-0.log"))
     marks = [
-        ("survivor's all-reduce fails (Gloo sees the peer gone)",
+        ("survivor's all-reduce fails (it sees the peer gone)",
          first_after(survivor, t_kill, r"all-reduce failed|generation \d+ ends")),
         ("coordinator opens the rendezvous (job RESTARTING)",
          first_after(coordinator, t_kill, r"-> RESTARTING")),

@@ -109,25 +109,32 @@ def main():
     if opened is not None and formed is not None and joined is not None and p_s is not None:
         w("")
         w("What podtrain's recovery time is made of (survivor run, default flags): %.0f ms "
-          "until the survivor's Gloo all-reduce fails and its request to rejoin opens the "
+          "until the survivor's all-reduce fails and its request to rejoin opens the "
           "rendezvous; %.0f ms in which the "
           "coordinator holds the rendezvous: the first restart's backoff "
           "(`--restart_backoff_ms`, 500 ms, doubling per restart) and then the last call "
           "(`--last_call_ms`, 300 ms) spent waiting for the killed worker, which still "
           "counts as a member until its lease (`--lease_ms`, 3 s) runs out; %.0f ms from "
-          "the survivor's join to its first step (rebuild model and optimizer, read the "
-          "committed checkpoint, form the Gloo mesh, open the assignment stream, train "
-          "one step). With a replacement the last call is skipped: the restarted worker "
+          "the survivor's join to its first step (form the communicator, agree on the "
+          "held state and have it journaled, open the assignment stream, train one "
+          "step). With a replacement the last call is skipped: the restarted worker "
           "registers during the backoff, which drops the dead incarnation at once."
           % (1000 * opened, 1000 * (formed - opened), 1000 * (p_s - joined)))
     w("")
-    w("Why the steps are redone: every new generation resumes from the last committed "
-      "checkpoint (the coordinator answers JoinGeneration with resume_step = committed "
-      "step), so a kill loses every step since that commit: up to interval - 1, "
-      "interval / 2 on average, exactly like torchrun's restart from its last save. "
-      "<= 1 step needs the new world to start from the survivors' in-memory state "
-      "(\"or a later step every survivor holds\", DESIGN.md), which podtrain does not "
-      "do yet.")
+    if met_r:
+        w("Why nothing is redone: the new world continues from the model the survivor "
+          "holds in memory (the ranks agree on it over the new communicator, the "
+          "coordinator journals the resume, `ResumeFromHeldState`, and the holder "
+          "broadcasts model and optimizer state to any replacement), so only the step "
+          "the killed worker never finished is trained (once). Every rank logs a step's "
+          "ids before its gradients reach a peer, so the audit finds the dead rank's "
+          "records of the steps the survivor completed. torchrun restarts every worker "
+          "from its last save and redoes the steps since.")
+    else:
+        w("Why the steps are redone: the new world resumed from the last committed "
+          "checkpoint, not from a survivor's in-memory state: no rank held a state "
+          "extending the head, or the coordinator refused the resume (see the "
+          "workers' logs in the run directory).")
     print("\n".join(out))
     ratio = t_s / p_s if p_s and t_s else None
     sys.stderr.write(
