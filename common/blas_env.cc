@@ -61,6 +61,13 @@ std::string CoretypeToForce(const char* env_coretype,
                                                                        : "";
 }
 
+void SetBlasThreads(int threads) {
+  using SetThreads = void (*)(int);
+  auto set = reinterpret_cast<SetThreads>(
+      dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set != nullptr) set(threads);
+}
+
 void MaybeReexecForBlas(char** argv) {
   if (getenv(kReexecMarker) != nullptr) return;
   using CoreName = char* (*)();

@@ -49,6 +49,11 @@ std::string CoretypeToForce(const char* env_coretype,
 // fails (it then logs why and training goes on with OpenBLAS's choice).
 void MaybeReexecForBlas(char** argv);
 
+// OpenBLAS keeps its own thread pool, sized to every core unless told
+// otherwise: torch::set_num_threads does not reach it. Looked up at run
+// time, so any BLAS links (a BLAS without the call is left alone).
+void SetBlasThreads(int threads);
+
 }  // namespace podtrain
 
 #endif  // PODTRAIN_COMMON_BLAS_ENV_H_

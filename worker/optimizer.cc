@@ -139,6 +139,38 @@ torch::Tensor ClipUnitwise(const torch::Tensor& g, const torch::Tensor& w,
   return torch::where(grad_norm > max_norm, clipped, g);
 }
 
+// One pass of SGD over a CPU float32 parameter: what the tensor expression
+// in Sgd::Step computes element by element (g' = g + wd·w; m = μ·m + g';
+// u = g' + μ·m with Nesterov, else m; w -= lr·u), but reading w, g and m and
+// writing m and w once each. The tensor expression makes five passes with
+// two temporaries, ~13 sweeps of memory instead of 5: for the reference MLP
+// (1.9 M parameters) ~1.3 ms of a ~24 ms step against ~0.5 ms (issue 8).
+void FusedSgdUpdate(float* __restrict weight, const float* __restrict grad,
+                    float* __restrict momentum_buffer, int64_t n,
+                    float weight_decay, float momentum, bool nesterov,
+                    float learning_rate) {
+  for (int64_t k = 0; k < n; ++k) {
+    const float g = grad[k] + weight_decay * weight[k];
+    const float m = momentum * momentum_buffer[k] + g;
+    momentum_buffer[k] = m;
+    const float update = nesterov ? g + momentum * m : m;
+    weight[k] -= learning_rate * update;
+  }
+}
+
+bool Fusable(const torch::Tensor& weight, const torch::Tensor& grad,
+             const torch::Tensor& momentum_buffer) {
+  for (const torch::Tensor* t : {&weight, &grad, &momentum_buffer}) {
+    if (!t->device().is_cpu() || t->scalar_type() != torch::kFloat ||
+        !t->is_contiguous()) {
+      return false;
+    }
+  }
+  return grad.numel() == weight.numel() &&
+         momentum_buffer.numel() == weight.numel() && !grad.is_same(weight) &&
+         !grad.is_same(momentum_buffer);
+}
+
 class Sgd final : public Optimizer {
  public:
   Sgd(std::vector<Param> params, const v1::SgdSpec& spec)
@@ -162,8 +194,16 @@ class Sgd final : public Optimizer {
       // caller's .grad() stays the raw gradient.
       torch::Tensor g = raw;
       if (agc_clip_ > 0 && !p.head) g = ClipUnitwise(g, p.value, agc_clip_);
-      if (p.weight_decay != 0) g = g.add(p.value, p.weight_decay);
       torch::Tensor& m = buffers_[i].second;
+      if (Fusable(p.value, g, m)) {
+        FusedSgdUpdate(p.value.data_ptr<float>(), g.data_ptr<float>(),
+                       m.data_ptr<float>(), p.value.numel(),
+                       static_cast<float>(p.weight_decay),
+                       static_cast<float>(momentum_), nesterov_,
+                       static_cast<float>(learning_rate));
+        continue;
+      }
+      if (p.weight_decay != 0) g = g.add(p.value, p.weight_decay);
       m.mul_(momentum_).add_(g);
       g = nesterov_ ? g.add(m, momentum_) : m;
       p.value.add_(g, -learning_rate);

@@ -761,6 +761,37 @@ TEST_F(OptimizerTest, ParameterWithoutGradientIsLeftAlone) {
   }
 }
 
+// The fused one-pass update (contiguous CPU float32) and the tensor
+// expression (anything else, here a transposed view) are the same math.
+TEST_F(OptimizerTest, SgdFusedPassMatchesTheTensorPath) {
+  for (const bool nesterov : {true, false}) {
+    SCOPED_TRACE(nesterov ? "nesterov" : "heavy ball");
+    torch::manual_seed(5);
+    const torch::Tensor start = torch::randn({6, 5});
+    const torch::Tensor fused = start.clone().requires_grad_();
+    // Same values, transposed storage: not contiguous, so not fused.
+    const torch::Tensor strided =
+        start.t().contiguous().t().detach().requires_grad_();
+    ASSERT_FALSE(strided.is_contiguous());
+    ParamGroups a{{fused}, {}};
+    ParamGroups b{{strided}, {}};
+    const v1::OptimizerSpec spec = SgdSpec({0.9, nesterov, 0.0, 0.05, 0.0});
+    auto fused_optimizer = MustMake(spec, a);
+    auto tensor_optimizer = MustMake(spec, b);
+    ASSERT_TRUE(fused_optimizer && tensor_optimizer);
+    for (int step = 0; step < 5; ++step) {
+      const torch::Tensor grad = torch::randn({6, 5});
+      fused.mutable_grad() = grad.clone();
+      strided.mutable_grad() = grad.t().contiguous().t();
+      fused_optimizer->Step(0.1);
+      tensor_optimizer->Step(0.1);
+    }
+    EXPECT_TRUE(torch::allclose(fused, strided, /*rtol=*/1e-6, /*atol=*/1e-6))
+        << (fused - strided).abs().max().item<float>();
+    EXPECT_FALSE(torch::equal(fused, start));
+  }
+}
+
 TEST_F(OptimizerTest, GlobalGradNormIsTheNormOverAllDefinedGradients) {
   ParamGroups groups = SmallGroups();
   SetGrad(groups.body[0], {1, 2, 0, 0, 0, 0});        // 5

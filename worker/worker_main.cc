@@ -15,7 +15,6 @@
 // (common/blas_env.h). glibc's malloc keeps freed memory instead of
 // returning it to the kernel every step (see main()).
 
-#include <dlfcn.h>
 #include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
@@ -79,16 +78,6 @@ void OnSigterm(int) {
   if (current != nullptr) current->RequestPreemption();
 }
 
-// OpenBLAS (under libtorch's matrix products) keeps its own thread pool,
-// sized to every core unless told otherwise: torch::set_num_threads does not
-// reach it. Looked up at run time, so any BLAS links.
-void SetBlasThreads(int threads) {
-  using SetThreads = void (*)(int);
-  auto set = reinterpret_cast<SetThreads>(
-      dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (set != nullptr) set(threads);
-}
-
 std::string DefaultWorkerId() {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
@@ -136,7 +125,7 @@ int main(int argc, char** argv) {
   }
   options.torch_threads = absl::GetFlag(FLAGS_threads);
   options.device = absl::GetFlag(FLAGS_device);
-  SetBlasThreads(options.torch_threads);
+  podtrain::SetBlasThreads(options.torch_threads);
   options.collective_timeout =
       absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_seconds));
   options.shared_memory_allreduce =

@@ -58,7 +58,7 @@ WorkerMetrics::WorkerMetrics(std::shared_ptr<prometheus::Registry> r)
       learning_rate(Gauge(*registry, "podtrain_worker_learning_rate",
                           "Learning rate of the last step.")),
       gradient_norm(Gauge(*registry, "podtrain_worker_gradient_norm",
-                          "Global gradient L2 norm at the last step.")),
+                          "Global gradient L2 norm, sampled every 16 steps.")),
       checkpoint_write_seconds(Histogram(
           *registry, "podtrain_worker_checkpoint_write_duration_seconds",
           "Time to write a checkpoint durably (rank 0).")),

@@ -1,16 +1,17 @@
 // The worker's Prometheus metrics (served on /metrics by podtrain-worker):
 //
-//   podtrain_worker_step_duration_seconds          histogram
-//   podtrain_worker_data_wait_seconds              histogram (time blocked on
-//   input) podtrain_worker_allreduce_duration_seconds     histogram (per step)
-//   podtrain_worker_allreduce_bytes_total          counter
-//   podtrain_worker_examples_total                 counter (rate() =
-//   examples/s) podtrain_worker_examples_per_second            gauge (last
-//   step) podtrain_worker_loss                           gauge (last step, this
-//   rank's mean) podtrain_worker_learning_rate                  gauge
-//   podtrain_worker_gradient_norm                  gauge (global, after
-//   all-reduce) podtrain_worker_checkpoint_write_duration_seconds histogram
-//   podtrain_worker_step, podtrain_worker_generation gauges
+//   podtrain_worker_step_duration_seconds    histogram
+//   podtrain_worker_data_wait_seconds        histogram (blocked on input)
+//   podtrain_worker_allreduce_duration_seconds  histogram (per step)
+//   podtrain_worker_allreduce_bytes_total    counter
+//   podtrain_worker_examples_total           counter (rate() = examples/s)
+//   podtrain_worker_examples_per_second      gauge (last step)
+//   podtrain_worker_loss                     gauge (last step, rank's mean)
+//   podtrain_worker_learning_rate            gauge
+//   podtrain_worker_gradient_norm            gauge (global, after the
+//                                            all-reduce, every 16 steps)
+//   podtrain_worker_checkpoint_write_duration_seconds  histogram
+//   podtrain_worker_step, podtrain_worker_generation   gauges
 //
 // No labels beyond what the scrape adds (instance): one worker, one series.
 //

@@ -31,6 +31,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "common/blas_env.h"
 
 ABSL_FLAG(int32_t, threads, 1, "intra-op threads (libtorch and OpenBLAS)");
 ABSL_FLAG(int64_t, size, 2048, "n of the n x n x n product");
@@ -39,15 +40,6 @@ ABSL_FLAG(int32_t, repeat, 5, "products per timed batch");
 ABSL_FLAG(int64_t, mlp_batch, 128, "per-rank batch of the MLP shapes");
 
 namespace {
-
-// OpenBLAS keeps its own thread pool, which torch::set_num_threads does not
-// size; without this a "1-thread" run would use every core for GEMM.
-void SetBlasThreads(int threads) {
-  using SetThreads = void (*)(int);
-  auto set = reinterpret_cast<SetThreads>(
-      dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (set != nullptr) set(threads);
-}
 
 // The name of the CPU core whose kernels OpenBLAS uses, or "unknown".
 std::string BlasCore() {
@@ -87,7 +79,7 @@ int main(int argc, char** argv) {
   const double seconds = absl::GetFlag(FLAGS_seconds);
   const int repeat = absl::GetFlag(FLAGS_repeat);
   torch::set_num_threads(threads);
-  SetBlasThreads(threads);
+  podtrain::SetBlasThreads(threads);
   torch::NoGradGuard no_grad;
   torch::manual_seed(1);
 

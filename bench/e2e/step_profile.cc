@@ -26,6 +26,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/status/status.h"
+#include "common/blas_env.h"
 #include "dataset/dataset.h"
 #include "proto/job.pb.h"
 #include "sampler/assignment.h"
@@ -88,7 +89,9 @@ class Phases {
 };
 
 int Main() {
+  // One thread for libtorch and for OpenBLAS's own pool, as the worker runs.
   torch::set_num_threads(1);
+  podtrain::SetBlasThreads(1);
   const int64_t batch_size = absl::GetFlag(FLAGS_batch);
   auto data = dataset::Dataset::Open(absl::GetFlag(FLAGS_data));
   if (!data.ok()) {
