@@ -807,7 +807,11 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     // Forward and backward; buckets all-reduce during backward. The loss is
     // this rank's sum over its examples divided by the global batch, so the
     // summed gradients are the global batch's mean gradient.
-    job.model->zero_grad();
+    // Gradients set to none rather than zeroed: autograd then hands over
+    // each new gradient, which the bucket copies in once (GradientBuckets::
+    // AdoptGrad), instead of a memset of every bucket plus an add into it.
+    // World 2 by hand, five alternating runs: 20.1 -> 19.0 ms/step (median).
+    job.model->zero_grad(/*set_to_none=*/true);
     const torch::Tensor logits =
         job.model->forward(batch->images.to(device, /*non_blocking=*/true));
     const torch::Tensor local_loss =

@@ -26,11 +26,12 @@
 // 1/global_batch, so the sum of the ranks' gradients is the global batch's
 // gradient.
 //
-// Clear gradients in place between steps (Module::zero_grad() without
-// set_to_none, as the agent does): autograd then adds into the views.
-// Setting .grad() to none or assigning a new tensor still works, at the
-// price of one copy back into the bucket when that parameter's gradient is
-// next counted in. Accumulating over several micro-batches works when
+// Between steps, either clear gradients in place (Module::zero_grad()
+// without set_to_none): autograd then adds into the views; or set them to
+// none (what the agent does): autograd hands over each new gradient and it
+// is copied into the bucket once when counted in, which for one backward per
+// step is cheaper than a memset plus an add. Assigning a new tensor works
+// the same way. Accumulating over several micro-batches works when
 // FinishReduction follows the last of them, but each parameter's gradient
 // may arrive only once between two FinishReduction calls (a second arrival
 // is FAILED_PRECONDITION). After a failed reduction .grad() holds partial

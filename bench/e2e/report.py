@@ -285,8 +285,8 @@ def main():
             fmt((ddp[world] or {}).get("profile_ms_per_step", {}).get(key), "%.2f") for world in (1, 2)]))
     w("")
     w("podtrain's wall time per step minus its worker step is what happens between "
-      "steps on rank 0: logging the consumed ids, the step report to the coordinator "
-      "(a synchronous RPC), metrics.")
+      "steps on rank 0: the step report handed to its sender thread, metrics, the "
+      "checkpoint check.")
     w("")
 
     p2, d2 = rate(pod[2]), rate(ddp[2])
