@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -302,6 +303,7 @@ class ChaosDriver {
   }
 
   void operator()(int64_t committed_step, int64_t generation) {
+    latest_committed_ = std::max(latest_committed_, committed_step);
     // Keep every worker slot filled: restart what has exited. A worker
     // sent SIGTERM must have exited 0 (its emergency checkpoint committed).
     for (const std::string& id : workers_) {
@@ -332,7 +334,8 @@ class ChaosDriver {
       Log("first generation formed: chaos starts", committed_step);
       Schedule();
     }
-    if (events_ >= max_events_ || absl::Now() < next_) return;
+    if (events_ >= max_events_) return;
+    if (absl::Now() < next_ && latest_committed_ < next_step_) return;
     ++events_;
     const std::string victim = workers_[rng_() % workers_.size()];
     switch (rng_() % 8) {
@@ -397,10 +400,14 @@ class ChaosDriver {
     return count;
   }
 
-  // Events every 0.15-0.75 s: the 600-step job trains in about 2 s when
-  // nothing disturbs it, and the test needs several events inside it.
+  // The next event comes 0.15-0.75 s from now, or once the job has
+  // committed another 50-150 steps, whichever is first. Time alone is not
+  // enough: the 600-step job trains in 1-2 s when nothing disturbs it, so a
+  // few long gaps let it finish after one or two events; the step bound
+  // gives every run at least three events spread over the job.
   void Schedule() {
     next_ = absl::Now() + absl::Milliseconds(150 + rng_() % 600);
+    next_step_ = latest_committed_ + 50 + rng_() % 101;
   }
   void Log(const std::string& what, int64_t committed_step) {
     absl::StrAppend(&log_, "  t=",
@@ -415,6 +422,10 @@ class ChaosDriver {
   const std::vector<std::string> workers_;
   const absl::Time start_;
   absl::Time next_;
+  int64_t next_step_ = 0;
+  // The highest committed step seen (-2, "no answer", while the coordinator
+  // is down, must not pull the step bound back).
+  int64_t latest_committed_ = -1;
   int events_ = 0;
   int unclean_exits_ = 0;
   bool restart_workers_ = true;
