@@ -68,6 +68,7 @@ run n256 256
 run n1024 1024
 run n4096 4096
 run n4096_unbounded 4096 --max_heartbeats_per_second=0
+run n4096_every_step 4096 --max_reports_per_step=0
 
 field() {  # field LABEL NAME
   sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $(grep '^RESULT ' "$out/$1/report.md" 2>/dev/null | tail -1)"
@@ -90,12 +91,12 @@ worst() {  # the worse p99 of heartbeats and assignments, or "n/a"
 per_message() {  # per_message LABEL: messages per second and CPU per message
   local report="$out/$1/report.md"
   awk -v c="$(field "$1" coordinator_cores)" -v l="$(field "$1" client_cores)" \
-    -v n="$(sed -n 's/^### \([0-9]*\) workers.*/\1/p' "$report" | head -1)" \
     -v hb="$(sed -n 's/.* heartbeats (\([0-9.]*\)\/s).*/\1/p' "$report" | head -1)" \
     -v rp="$(sed -n 's/.* step reports (\([0-9.]*\)\/s).*/\1/p' "$report" | head -1)" \
-    'BEGIN { m = hb + rp + n;  # n assignments per second at one step per second
+    -v am="$(sed -n 's/.* assignment messages timed (\([0-9.]*\)\/s).*/\1/p' "$report" | head -1)" \
+    'BEGIN { m = hb + rp + am;
              if (m <= 0 || c == "" || l == "") { print "no figures"; exit }
-             printf "%d heartbeats, %d step reports and %d assignments a second, %.0f us of coordinator CPU and %.0f us of load-generator CPU per message on average", hb, rp, n, c * 1e6 / m, l * 1e6 / m }'
+             printf "%d heartbeats, %d step reports and %d assignment messages a second, %.0f us of coordinator CPU and %.0f us of load-generator CPU per message on average", hb, rp, am, c * 1e6 / m, l * 1e6 / m }'
 }
 
 podtrain=$(worst n4096)
@@ -114,9 +115,12 @@ fi
 
 {
   echo "One job whose world is all N simulated workers (global batch 32 x N on a"
-  echo "synthetic 10^9-example dataset); one step per second for every worker, the"
-  echo "step report sent at the end of each (one in flight per worker, as the agent"
-  echo "does); workers start over 1 s per 1,024 (a pod coming up); heartbeats at"
+  echo "synthetic 10^9-example dataset); one step per second for every worker,"
+  echo "reports as the agent sends them (one in flight per worker; every step in"
+  echo "worlds of up to --max_reports_per_step = 256 ranks, above that every"
+  echo "k = ceil(N / 256) steps at the rank's own offset, one call carrying the k"
+  echo "steps' digests: k = 4 at 1,024 workers, 16 at 4,096), assignments k steps"
+  echo "a stream message; workers start over 1 s per 1,024 (a pod coming up); heartbeats at"
   echo "the interval the coordinator hands out, one in flight per worker: 300 ms"
   echo "with a 3 s lease up to 600 workers, above that stretched so the pool sends at"
   echo "most --max_heartbeats_per_second (default 2,000/s): 1,024 workers every"
@@ -134,6 +138,7 @@ fi
   row n1024 "1,024 workers"
   row n4096 "4,096 workers"
   row n4096_unbounded "4,096 workers, heartbeat bound off (300 ms each, 13,653/s)"
+  row n4096_every_step "4,096 workers, every rank reports every step (--max_reports_per_step=0)"
   echo
   echo "Probe: one extra worker heartbeating 10 times a second from its own thread"
   echo "and connection, so its round trips do not queue behind the load generator's"
@@ -165,7 +170,7 @@ fi
     echo "worker agent's step loop and what the look-ahead bounds."
     echo
   fi
-  for label in n256 n1024 n4096 n4096_unbounded; do
+  for label in n256 n1024 n4096 n4096_unbounded n4096_every_step; do
     [[ -f "$out/$label/report.md" ]] || continue
     echo "#### Run $label"
     echo

@@ -20,6 +20,9 @@ namespace {
 constexpr int32_t kDefaultPageSize = 50;
 constexpr int32_t kMaxPageSize = 1000;
 constexpr size_t kMaxEventsPerJob = 1000;
+// Ids one NextAssignments call returns at most (but always one step's): a
+// stream message stays ~1 MB at most, well under gRPC's 4 MB default limit.
+constexpr int64_t kMaxIdsPerCall = int64_t{1} << 18;
 
 absl::Status ShuttingDown() {
   return absl::UnavailableError("the coordinator is shutting down; retry");
@@ -84,8 +87,9 @@ absl::Status Coordinator::Recover() {
     }
     NoteLineageTime(updates[i]);
   }
-  // Members of running generations get one lease to come back (they
-  // re-register with their incarnation and keep training).
+  // Members of running generations get one lease, and at least the
+  // recovery lease, to come back (they heartbeat with their incarnation and
+  // keep training).
   const absl::Time now = clock_->Now();
   for (const auto& [name, job] : state_.jobs()) {
     if (job.finished()) continue;
@@ -97,7 +101,8 @@ absl::Status Coordinator::Recover() {
       Worker& worker = workers_[member.worker_id];
       worker.incarnation = member.incarnation;
       worker.lease = HeartbeatTiming().second;
-      worker.lease_deadline = now + worker.lease;
+      worker.lease_deadline =
+          now + std::max(worker.lease, options_.recovery_lease);
       worker.job = name;
       worker.member_index = static_cast<int32_t>(i);
     }
@@ -200,6 +205,17 @@ void Coordinator::NoteProgress(JobRuntime& runtime, int32_t rank,
 
 void Coordinator::ResetProgress(JobRuntime& runtime, size_t ranks,
                                 int64_t step) {
+  const int64_t per_step = options_.max_reports_per_step;
+  runtime.report_every_steps =
+      per_step <= 0
+          ? 1
+          : static_cast<int32_t>(std::max<int64_t>(
+                1, (static_cast<int64_t>(ranks) + per_step - 1) / per_step));
+  // A rank's last report may be k - 1 steps old, and its assignments arrive
+  // k at a time: 2k + 4 keeps its next step in hand with margin.
+  runtime.lookahead_steps =
+      std::max<int64_t>(options_.assignment_lookahead_steps,
+                        2 * int64_t{runtime.report_every_steps} + 4);
   runtime.reported_step.assign(ranks, step);
   runtime.slowest = step;
   runtime.at_slowest = ranks;
@@ -661,6 +677,9 @@ absl::StatusOr<v1::JoinGenerationResponse> Coordinator::JoinGeneration(
   *response.mutable_spec() = job->spec;
   response.set_dataset_fingerprint(job->dataset_fingerprint);
   response.set_total_steps(Runtime(*job).total_steps);
+  response.set_report_every_steps(Runtime(*job).report_every_steps);
+  response.set_assignment_lookahead_steps(
+      static_cast<int32_t>(Runtime(*job).lookahead_steps));
   for (int64_t generation : job->continuable_generations) {
     if (generation < job->generation) {
       response.add_continuable_generations(generation);
@@ -690,17 +709,24 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
   // stream's continuation: those steps were only handed out.
   JobRuntime& runtime = Runtime(*membership.first);
   if (!continuation) NoteProgress(runtime, membership.second, from - 1);
-  // The horizon: the slowest rank's next step plus the look-ahead.
-  const auto horizon = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // The horizon: the slowest rank's next step plus the look-ahead. In a
+  // world that reports every k > 1 steps, this rank's messages end at steps
+  // t with (t + rank) % k == 0 (exclusive), so each advance of the horizon
+  // releases a message of k steps to 1/k of the ranks, not one step to all.
+  const int32_t rank = membership.second;
+  const auto stop = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const JobRecord* job = state_.FindJob(name);
-    return std::min(runtime.total_steps,
-                    std::max(runtime.slowest, job->committed_step) + 1 +
-                        options_.assignment_lookahead_steps);
+    const int64_t horizon = std::min(
+        runtime.total_steps, std::max(runtime.slowest, job->committed_step) +
+                                 1 + runtime.lookahead_steps);
+    const int64_t k = runtime.report_every_steps;
+    if (k <= 1 || horizon >= runtime.total_steps) return horizon;
+    return horizon - (horizon + rank) % k;
   };
   const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const JobRecord* job = state_.FindJob(name);
     return job->generation != generation || job->finished() ||
-           runtime.rendezvous_open || from < horizon() ||
+           runtime.rendezvous_open || from < stop() ||
            from >= runtime.total_steps || shutting_down_;
   };
   while (!ready()) {
@@ -718,8 +744,9 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
                      runtime.rendezvous_reason, "); rejoin"));
   }
   std::vector<v1::StepAssignment> assignments;
-  const int64_t stop = std::min(horizon(), from + max_steps);
-  for (int64_t step = from; step < stop; ++step) {
+  const int64_t end = std::min(stop(), from + max_steps);
+  int64_t ids_so_far = 0;
+  for (int64_t step = from; step < end && ids_so_far < kMaxIdsPerCall; ++step) {
     ASSIGN_OR_RETURN(
         std::vector<int64_t> ids,
         sampler::RankExampleIds(*runtime.sampler, job.spec.global_batch(), step,
@@ -729,6 +756,7 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
     assignment.set_step(step);
     assignment.set_generation(generation);
     assignment.mutable_example_ids()->Add(ids.begin(), ids.end());
+    ids_so_far += static_cast<int64_t>(ids.size());
     assignments.push_back(std::move(assignment));
   }
   if (assignments.empty() && from < runtime.total_steps) {
@@ -736,6 +764,26 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
         "no assignment within the look-ahead for step ", from, " yet"));
   }
   return assignments;
+}
+
+absl::Status Coordinator::AuditStep(const JobRecord& job,
+                                    const JobRuntime& runtime, int32_t rank,
+                                    int64_t step, int64_t example_count,
+                                    uint64_t example_digest) {
+  // The ids the rank consumed must be the ones it was assigned.
+  ASSIGN_OR_RETURN(
+      const std::vector<int64_t> expected,
+      sampler::RankExampleIds(*runtime.sampler, job.spec.global_batch(), step,
+                              static_cast<int64_t>(job.members.size()), rank));
+  if (example_count != static_cast<int64_t>(expected.size()) ||
+      example_digest != sampler::ExampleDigest(expected)) {
+    metrics_->CountAuditMismatch();
+    return absl::FailedPreconditionError(absl::StrCat(
+        job.name, " step ", step, " rank ", rank,
+        ": the examples consumed are not the examples assigned (count ",
+        example_count, " vs ", expected.size(), ")"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
@@ -747,27 +795,31 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
                    MemberOf(request.worker_id(), request.generation()));
   const JobRecord& job = *membership.first;
   JobRuntime& runtime = Runtime(job);
-  if (request.step() < 0 || request.step() >= runtime.total_steps) {
-    return absl::InvalidArgumentError(absl::StrCat("step: must be in [0, ",
-                                                   runtime.total_steps,
-                                                   "), got ", request.step()));
+  const int64_t earlier = request.earlier_steps_size();
+  if (request.step() - earlier < 0 || request.step() >= runtime.total_steps) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step: must be in [", earlier, ", ", runtime.total_steps, ") with ",
+        earlier, " earlier steps, got ", request.step()));
   }
-  // The audit: the ids the rank consumed must be the ones it was assigned.
-  ASSIGN_OR_RETURN(
-      const std::vector<int64_t> expected,
-      sampler::RankExampleIds(
-          *runtime.sampler, job.spec.global_batch(), request.step(),
-          static_cast<int64_t>(job.members.size()), membership.second));
-  if (request.example_count() != static_cast<int64_t>(expected.size()) ||
-      request.example_digest() != sampler::ExampleDigest(expected)) {
-    metrics_->CountAuditMismatch();
-    return absl::FailedPreconditionError(absl::StrCat(
-        job.name, " step ", request.step(), " rank ", membership.second,
-        ": the examples consumed are not the examples assigned (count ",
-        request.example_count(), " vs ", expected.size(), ")"));
+  for (int64_t i = 0; i < earlier; ++i) {
+    const v1::StepDigest& digest = request.earlier_steps(i);
+    const int64_t expected_step = request.step() - earlier + i;
+    if (digest.step() != expected_step) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "earlier_steps[", i, "].step: must be ", expected_step,
+          " (consecutive, ending at step - 1), got ", digest.step()));
+    }
+    RETURN_IF_ERROR(AuditStep(job, runtime, membership.second, digest.step(),
+                              digest.example_count(), digest.example_digest()));
+  }
+  RETURN_IF_ERROR(AuditStep(job, runtime, membership.second, request.step(),
+                            request.example_count(), request.example_digest()));
+  int64_t examples = request.example_count();
+  for (const v1::StepDigest& digest : request.earlier_steps()) {
+    examples += digest.example_count();
   }
   NoteProgress(runtime, membership.second, request.step());
-  metrics_->CountJobExamples(job.name, request.example_count());
+  metrics_->CountJobExamples(job.name, examples);
   runtime.last_loss = request.loss();
   if (request.has_eval_accuracy()) {
     runtime.eval_accuracy = request.eval_accuracy();
@@ -1115,7 +1167,7 @@ void Coordinator::UpdateGauges() {
       const int64_t slowest = *std::min_element(runtime.reported_step.begin(),
                                                 runtime.reported_step.end());
       progress.lookahead_steps =
-          std::min(options_.assignment_lookahead_steps,
+          std::min(runtime.lookahead_steps,
                    std::max<int64_t>(0, runtime.total_steps - slowest - 1));
       progress.step = std::max(slowest, job.committed_step);
     }

@@ -80,14 +80,30 @@ struct CoordinatorOptions {
   // workers that registered into a smaller pool follow it (within a Tick).
   // Pools of up to 600 workers keep the defaults above.
   double max_heartbeats_per_second = 2000;
+  // The first lease a running generation's members get when the
+  // coordinator recovers from its journal: at least this, so that a
+  // coordinator restart is not taken for the loss of every worker while they
+  // reconnect (gRPC's reconnect backoff, thousands of workers re-registering
+  // at once, a loaded machine). A member that really died during the outage
+  // is found sooner anyway: its peers' collectives fail and they say so.
+  absl::Duration recovery_lease = absl::Seconds(10);
   // After min_workers have joined a rendezvous, how long to wait for the
   // rest of the expected workers.
   absl::Duration last_call = absl::Seconds(1);
   // Restart backoff: base * 2^(restarts-1), at most max.
   absl::Duration restart_backoff_base = absl::Milliseconds(500);
   absl::Duration restart_backoff_max = absl::Seconds(30);
-  // Assignments run at most this many steps ahead of the slowest rank.
+  // Assignments run at most this many steps ahead of the slowest rank
+  // (more in worlds that report every k > 1 steps: at least 2k + 4).
   int64_t assignment_lookahead_steps = 16;
+  // A world of W ranks reports every ceil(W / max_reports_per_step) steps
+  // (JoinGenerationResponse.report_every_steps), its ranks staggered, and
+  // gets its assignments that many steps a message: every rank of a
+  // synchronous world finishes a step at the same moment, and 4,096 reports
+  // and 4,096 stream writes at once queue for hundreds of milliseconds on a
+  // small coordinator, delaying heartbeats behind them (bench/coordinator).
+  // 0: every step, whatever the world's size.
+  int32_t max_reports_per_step = 256;
   // Workers the pool can ever have (0: unknown). A job whose min_workers
   // exceeds it is refused with RESOURCE_EXHAUSTED instead of queueing
   // forever.
@@ -222,6 +238,10 @@ class Coordinator {
     std::vector<int64_t> reported_step;
     int64_t slowest = -1;
     size_t at_slowest = 0;
+    // The current generation's report interval and look-ahead (set with
+    // the progress, by ResetProgress; see JoinGenerationResponse).
+    int32_t report_every_steps = 1;
+    int64_t lookahead_steps = 0;
     // Signalled when what NextAssignments waits for may have changed (the
     // look-ahead horizon moved, the generation changed or is ending, the job
     // ended, shutdown). Streams wait on it rather than on a Condition of
@@ -261,6 +281,12 @@ class Coordinator {
   void NoteProgress(JobRuntime& runtime, int32_t rank, int64_t step)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Every one of `ranks` ranks at `step` (a new world, or recovery).
+  // FAILED_PRECONDITION (and the audit-mismatch metric) unless `rank`'s
+  // examples at `step` are the ones the sampler assigns it.
+  absl::Status AuditStep(const JobRecord& job, const JobRuntime& runtime,
+                         int32_t rank, int64_t step, int64_t example_count,
+                         uint64_t example_digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ResetProgress(JobRuntime& runtime, size_t ranks, int64_t step)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Wakes every caller blocked in JoinGeneration and NextAssignments to

@@ -62,6 +62,9 @@ ABSL_FLAG(std::string, health_port_file, "",
           "if set, the bound health port is written here once serving");
 ABSL_FLAG(int64_t, heartbeat_ms, 300, "worker heartbeat interval");
 ABSL_FLAG(int64_t, lease_ms, 3000, "a worker silent this long is gone");
+ABSL_FLAG(int64_t, recovery_lease_ms, 10000,
+          "after a restart, a running world's members get at least this long "
+          "to heartbeat again before they count as gone");
 ABSL_FLAG(double, max_heartbeats_per_second, 2000,
           "bound on the pool's aggregate heartbeat rate: larger pools are "
           "handed a longer interval and a lease longer by as much (0: none)");
@@ -73,7 +76,12 @@ ABSL_FLAG(int64_t, last_call_ms, 300,
 ABSL_FLAG(int64_t, restart_backoff_ms, 500, "first restart backoff");
 ABSL_FLAG(int64_t, restart_backoff_max_ms, 30000,
           "restart backoff doubles per restart up to this");
-ABSL_FLAG(int64_t, lookahead_steps, 16, "assignment look-ahead, in steps");
+ABSL_FLAG(int64_t, lookahead_steps, 16,
+          "assignment look-ahead, in steps (at least 2k + 4 in worlds that "
+          "report every k steps)");
+ABSL_FLAG(int32_t, max_reports_per_step, 256,
+          "a world of W ranks reports every ceil(W / this) steps, staggered, "
+          "and gets its assignments as many steps a message; 0: every step");
 ABSL_FLAG(int32_t, max_pool_workers, 0,
           "workers the pool can ever hold (0: unknown); larger gangs are "
           "refused");
@@ -123,6 +131,8 @@ int main(int argc, char** argv) {
   coordinator.heartbeat_interval =
       absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
   coordinator.lease = absl::Milliseconds(absl::GetFlag(FLAGS_lease_ms));
+  coordinator.recovery_lease =
+      absl::Milliseconds(absl::GetFlag(FLAGS_recovery_lease_ms));
   coordinator.max_heartbeats_per_second =
       absl::GetFlag(FLAGS_max_heartbeats_per_second);
   coordinator.last_call = absl::Milliseconds(absl::GetFlag(FLAGS_last_call_ms));
@@ -131,6 +141,7 @@ int main(int argc, char** argv) {
   coordinator.restart_backoff_max =
       absl::Milliseconds(absl::GetFlag(FLAGS_restart_backoff_max_ms));
   coordinator.assignment_lookahead_steps = absl::GetFlag(FLAGS_lookahead_steps);
+  coordinator.max_reports_per_step = absl::GetFlag(FLAGS_max_reports_per_step);
   coordinator.max_pool_workers = absl::GetFlag(FLAGS_max_pool_workers);
 
   absl::Notification shutdown;

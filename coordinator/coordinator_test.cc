@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,7 @@ class CoordinatorTest : public ::testing::Test {
     CoordinatorOptions options;
     options.journal_path = journal_;
     options.max_pool_workers = 8;
+    options.max_reports_per_step = max_reports_per_step_;
     auto coordinator = Coordinator::Create(options, &clock_);
     ASSERT_TRUE(coordinator.ok()) << coordinator.status();
     coordinator_ = std::move(*coordinator);
@@ -155,6 +157,7 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   FakeClock clock_{absl::FromUnixSeconds(1'000'000)};
+  int32_t max_reports_per_step_ = 256;
   std::string journal_;
   std::string dataset_;
   std::unique_ptr<Coordinator> coordinator_;
@@ -312,6 +315,108 @@ TEST_F(CoordinatorTest, StepReportsAreAuditedAgainstAssignments) {
   EXPECT_EQ(mismatch.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(mismatch.message().find("not the examples assigned"),
             std::string::npos);
+}
+
+// A world larger than max_reports_per_step (here 1, so 2 ranks make k = 2)
+// reports every k steps, each report carrying the steps since the last one,
+// and gets its assignments k steps a message at a rank's own offset.
+TEST_F(CoordinatorTest, LargeWorldsReportEveryKStepsAndGetKStepsAMessage) {
+  max_reports_per_step_ = 1;
+  Restart();
+  StartTwoWorkerJob();
+  auto sampler = *sampler::StreamSampler::Create(
+      std::vector<int64_t>(10, 100), {.seed = 7, .window_shards = 2});
+  const std::vector<std::pair<std::string, uint64_t>> workers = {{"w0", 100},
+                                                                 {"w1", 200}};
+  std::map<std::string, int32_t> rank;
+  for (const auto& [worker, incarnation] : workers) {
+    auto world = Join(worker, incarnation);
+    ASSERT_TRUE(world.ok()) << world.status();
+    EXPECT_EQ(world->report_every_steps(), 2);
+    EXPECT_EQ(world->assignment_lookahead_steps(), 16);  // max(16, 2k + 4)
+    rank[worker] = world->rank();
+  }
+  const auto fetch = [&](const std::string& worker, uint64_t incarnation,
+                         int64_t from) {
+    v1::StreamAssignmentsRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    request.set_generation(1);
+    request.set_from_step(from);
+    return coordinator_->NextAssignments(request, 100, clock_.Now(),
+                                         /*continuation=*/from > 0);
+  };
+  const auto digest = [&](int64_t step, int32_t r) {
+    v1::StepDigest d;
+    d.set_step(step);
+    const auto ids = *sampler::RankExampleIds(*sampler, 100, step, 2, r);
+    d.set_example_count(ids.size());
+    d.set_example_digest(sampler::ExampleDigest(ids));
+    return d;
+  };
+  // The first message: up to the horizon (0 + 16), cut at the rank's offset.
+  std::map<std::string, int64_t> next;
+  for (const auto& [worker, incarnation] : workers) {
+    auto first = fetch(worker, incarnation, 0);
+    ASSERT_TRUE(first.ok()) << first.status();
+    const int64_t end = first->back().step() + 1;
+    EXPECT_EQ((end + rank[worker]) % 2, 0) << worker << " ends at " << end;
+    EXPECT_GE(end, 15);
+    next[worker] = end;
+  }
+  // Both report steps 0 and 1 in one call each: the horizon moves to 18,
+  // and each stream gets its next message, k = 2 steps or fewer.
+  for (const auto& [worker, incarnation] : workers) {
+    v1::ReportStepRequest report;
+    report.set_worker_id(worker);
+    report.set_incarnation(incarnation);
+    report.set_generation(1);
+    const v1::StepDigest newest = digest(1, rank[worker]);
+    report.set_step(1);
+    report.set_example_count(newest.example_count());
+    report.set_example_digest(newest.example_digest());
+    *report.add_earlier_steps() = digest(0, rank[worker]);
+    const absl::Status reported = coordinator_->ReportStep(report);
+    ASSERT_TRUE(reported.ok()) << reported;
+  }
+  for (const auto& [worker, incarnation] : workers) {
+    auto more = fetch(worker, incarnation, next[worker]);
+    ASSERT_TRUE(more.ok()) << more.status();
+    ASSERT_FALSE(more->empty());
+    EXPECT_EQ(more->front().step(), next[worker]);
+    const int64_t end = more->back().step() + 1;
+    EXPECT_LE(end, 18);
+    EXPECT_EQ((end + rank[worker]) % 2, 0) << worker << " ends at " << end;
+    // Nothing more until the horizon moves again.
+    EXPECT_EQ(fetch(worker, incarnation, end).status().code(),
+              absl::StatusCode::kDeadlineExceeded);
+  }
+
+  // Every step of a report is audited: a wrong digest at an earlier step is
+  // refused and named; earlier steps that are not consecutive are invalid.
+  v1::ReportStepRequest report;
+  report.set_worker_id("w0");
+  report.set_incarnation(100);
+  report.set_generation(1);
+  const v1::StepDigest newest = digest(4, rank["w0"]);
+  report.set_step(4);
+  report.set_example_count(newest.example_count());
+  report.set_example_digest(newest.example_digest());
+  *report.add_earlier_steps() = digest(2, rank["w0"]);
+  *report.add_earlier_steps() = digest(3, rank["w0"]);
+  report.mutable_earlier_steps(0)->set_example_digest(
+      report.earlier_steps(0).example_digest() ^ 1);
+  const absl::Status mismatch = coordinator_->ReportStep(report);
+  EXPECT_EQ(mismatch.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(mismatch.message().find("step 2 "), std::string::npos) << mismatch;
+  *report.mutable_earlier_steps(0) = digest(2, rank["w0"]);
+  report.mutable_earlier_steps(1)->set_step(5);
+  const absl::Status gap = coordinator_->ReportStep(report);
+  EXPECT_EQ(gap.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(gap.message().find("earlier_steps[1].step"), std::string::npos)
+      << gap;
+  *report.mutable_earlier_steps(1) = digest(3, rank["w0"]);
+  EXPECT_TRUE(coordinator_->ReportStep(report).ok());
 }
 
 TEST_F(CoordinatorTest, ACheckpointCountsOnceEveryRankCommitted) {
@@ -699,11 +804,19 @@ TEST_F(CoordinatorTest, TheFinalEvaluationIsKeptWithTheLineage) {
   EXPECT_EQ(done.eval_step(), 49);
 }
 
+// After a restart the members get the recovery lease (10 s), not just one
+// lease (3 s), to come back; one that does not is then replaced.
 TEST_F(CoordinatorTest, AMemberThatNeverComesBackAfterRecoveryIsReplaced) {
   const std::string job = StartTwoWorkerJob();
   Restart();
   Register("w0", 100);
-  for (int i = 0; i < 12; ++i) {
+  for (int i = 0; i < 32; ++i) {  // 9.6 s: past a lease, within the grace
+    clock_.Advance(absl::Milliseconds(300));
+    ASSERT_TRUE(Heartbeat("w0", 100, 1).ok());
+    coordinator_->Tick();
+  }
+  EXPECT_EQ(Job(job).state(), v1::RUNNING);
+  for (int i = 0; i < 2; ++i) {  // 10.2 s
     clock_.Advance(absl::Milliseconds(300));
     ASSERT_TRUE(Heartbeat("w0", 100, 1).ok());
     coordinator_->Tick();

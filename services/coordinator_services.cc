@@ -15,7 +15,9 @@ namespace {
 // How long a stream or a blocking call waits in one go before it checks
 // whether its client is still there.
 constexpr absl::Duration kStreamSlice = absl::Milliseconds(500);
-constexpr int64_t kAssignmentsPerWrite = 8;
+// Steps one stream message carries at most (a world's first message holds
+// the whole look-ahead; later ones report_every_steps each).
+constexpr int64_t kMaxStepsPerMessage = 64;
 
 // The earlier of the client's deadline and now + `most`. Blocking calls
 // return DEADLINE_EXCEEDED at this point and the client calls again.
@@ -162,7 +164,7 @@ grpc::Status WorkerServiceImpl::JoinGeneration(
   return ToGrpcStatus(joined.status());
 }
 
-grpc::ServerWriteReactor<v1::StepAssignment>*
+grpc::ServerWriteReactor<v1::StepAssignments>*
 WorkerServiceImpl::StreamAssignments(
     grpc::CallbackServerContext* context,
     const v1::StreamAssignmentsRequest* request) {
@@ -171,7 +173,7 @@ WorkerServiceImpl::StreamAssignments(
   const grpc::Status auth = authenticator_->Check(*context);
   if (!auth.ok()) {
     // A reactor that only finishes.
-    class Refused : public grpc::ServerWriteReactor<v1::StepAssignment> {
+    class Refused : public grpc::ServerWriteReactor<v1::StepAssignments> {
      public:
       explicit Refused(const grpc::Status& status) { Finish(status); }
       void OnDone() override { delete this; }
@@ -237,10 +239,10 @@ grpc::Status WorkerServiceImpl::StoreGet(grpc::ServerContext* context,
 // --------------------------------------------------------
 
 // One StreamAssignments call. Owned by a shared_ptr to itself from Start to
-// OnDone, and by the pump while it fetches for it. Writes one assignment at
-// a time: the front of `queue_` is in flight while `writing_`.
+// OnDone, and by the pump while it fetches for it. One message in flight at
+// a time (`writing_`); its completion asks for the next.
 class AssignmentStreams::Stream
-    : public grpc::ServerWriteReactor<v1::StepAssignment> {
+    : public grpc::ServerWriteReactor<v1::StepAssignments> {
  public:
   Stream(AssignmentStreams* owner, const v1::StreamAssignmentsRequest& request,
          std::unique_ptr<ScopedTimer> timer)
@@ -253,7 +255,6 @@ class AssignmentStreams::Stream
   // start writing it, or end the stream; nothing while a write is in
   // flight (its completion asks again).
   void Fetch() {
-    const v1::StepAssignment* first = nullptr;
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
@@ -263,7 +264,7 @@ class AssignmentStreams::Stream
         finish = grpc::Status::CANCELLED;
       } else {
         auto assignments = owner_->coordinator_->NextAssignments(
-            next_, kAssignmentsPerWrite, absl::InfinitePast(), continuation_);
+            next_, kMaxStepsPerMessage, absl::InfinitePast(), continuation_);
         if (absl::IsDeadlineExceeded(assignments.status())) return;  // later
         if (!assignments.ok()) {
           finished_ = true;
@@ -274,44 +275,34 @@ class AssignmentStreams::Stream
         } else {
           next_.set_from_step(assignments->back().step() + 1);
           continuation_ = true;
+          message_.clear_assignments();
           for (v1::StepAssignment& assignment : *assignments) {
-            queue_.push_back(std::move(assignment));
+            *message_.add_assignments() = std::move(assignment);
           }
           writing_ = true;
-          first = &queue_.front();
         }
       }
     }
-    // Outside the lock: gRPC may run a reaction on this thread.
+    // Outside the lock: gRPC may run a reaction on this thread. message_
+    // is not touched again until OnWriteDone.
     if (finish.has_value()) {
       Finish(*finish);
     } else {
-      StartWrite(first);
+      StartWrite(&message_);
     }
   }
 
   void OnWriteDone(bool ok) override {
-    const v1::StepAssignment* next = nullptr;
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
-      queue_.pop_front();
-      if (!ok || cancelled_) {  // the client is gone
-        writing_ = false;
-        queue_.clear();
-        if (!finished_) {
-          finished_ = true;
-          finish = grpc::Status::CANCELLED;
-        }
-      } else if (!queue_.empty()) {
-        next = &queue_.front();
-      } else {
-        writing_ = false;
+      writing_ = false;
+      if ((!ok || cancelled_) && !finished_) {  // the client is gone
+        finished_ = true;
+        finish = grpc::Status::CANCELLED;
       }
     }
-    if (next != nullptr) {
-      StartWrite(next);
-    } else if (finish.has_value()) {
+    if (finish.has_value()) {
       Finish(*finish);
     } else {
       owner_->MarkReady(self_);  // there may be more already
@@ -343,7 +334,7 @@ class AssignmentStreams::Stream
   absl::Mutex mu_;
   v1::StreamAssignmentsRequest next_ ABSL_GUARDED_BY(mu_);
   bool continuation_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<v1::StepAssignment> queue_ ABSL_GUARDED_BY(mu_);
+  v1::StepAssignments message_;  // written by Fetch, in flight while writing_
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called or due
@@ -367,7 +358,7 @@ AssignmentStreams::~AssignmentStreams() {
   pump_.join();
 }
 
-grpc::ServerWriteReactor<v1::StepAssignment>* AssignmentStreams::Start(
+grpc::ServerWriteReactor<v1::StepAssignments>* AssignmentStreams::Start(
     const v1::StreamAssignmentsRequest& request,
     std::unique_ptr<ScopedTimer> timer) {
   auto stream = std::make_shared<Stream>(this, request, std::move(timer));

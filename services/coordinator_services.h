@@ -78,9 +78,10 @@ class JobServiceImpl final : public v1::JobService::Service {
 // job's assignments may have changed (Coordinator::SetAssignmentListener),
 // fetches what each idle stream of that job may now send (NextAssignments
 // without waiting) and starts its writes; gRPC's own threads carry them out.
-// Same results as the blocking loop it replaces: up to 8 assignments per
-// fetch, the worker's request counted as its progress and the stream's
-// later fetches not, and the coordinator's errors as the stream's status.
+// Each fetch is one message of up to 64 steps (as many as the look-ahead
+// and the world's report interval let out; see StepAssignments); the
+// worker's request counts as its progress and the stream's later fetches
+// do not; the coordinator's errors end the stream as its status.
 //
 // Thread-safety: thread-safe. Lock order: a stream's lock, then the
 // coordinator's, then the pump's.
@@ -95,7 +96,7 @@ class AssignmentStreams {
   AssignmentStreams& operator=(const AssignmentStreams&) = delete;
 
   // A new stream for `request`; `timer` (may be null) ends with it.
-  grpc::ServerWriteReactor<v1::StepAssignment>* Start(
+  grpc::ServerWriteReactor<v1::StepAssignments>* Start(
       const v1::StreamAssignmentsRequest& request,
       std::unique_ptr<ScopedTimer> timer);
 
@@ -150,7 +151,7 @@ class WorkerServiceImpl final : public WorkerServiceBase {
   grpc::Status JoinGeneration(grpc::ServerContext* context,
                               const v1::JoinGenerationRequest* request,
                               v1::JoinGenerationResponse* response) override;
-  grpc::ServerWriteReactor<v1::StepAssignment>* StreamAssignments(
+  grpc::ServerWriteReactor<v1::StepAssignments>* StreamAssignments(
       grpc::CallbackServerContext* context,
       const v1::StreamAssignmentsRequest* request) override;
   grpc::ServerUnaryReactor* ReportStep(

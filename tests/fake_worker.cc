@@ -175,51 +175,55 @@ void FakeWorker::TrainGeneration(const v1::JoinGenerationResponse& world) {
       stream_context_ = &context;
     }
     auto reader = stub_->StreamAssignments(&context, request);
-    v1::StepAssignment assignment;
-    while (!Stopped() && reader->Read(&assignment)) {
-      absl::SleepFor(options_.step_time);  // "training"
-      const std::vector<int64_t> ids(assignment.example_ids().begin(),
-                                     assignment.example_ids().end());
-      {
-        absl::MutexLock lock(&mu_);
-        trained_[world.generation()][assignment.step()] = ids;
-      }
-      v1::ReportStepRequest report;
-      report.set_worker_id(options_.worker_id);
-      report.set_incarnation(options_.incarnation);
-      report.set_generation(world.generation());
-      report.set_step(assignment.step());
-      report.set_example_count(ids.size());
-      report.set_example_digest(sampler::ExampleDigest(ids));
-      v1::ReportStepResponse ignored;
-      auto report_context = Context(absl::Seconds(2));
-      grpc::Status status =
-          stub_->ReportStep(report_context.get(), report, &ignored);
-      if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
-        Unexpected("report", status);
-      }
-      const bool last = assignment.step() + 1 == world.total_steps();
-      if ((assignment.step() + 1) % options_.checkpoint_every == 0 || last) {
-        v1::CommitCheckpointRequest commit;
-        commit.set_worker_id(options_.worker_id);
-        commit.set_incarnation(options_.incarnation);
-        commit.set_generation(world.generation());
-        commit.set_step(assignment.step());
-        commit.set_path(absl::StrCat("/fake/step-", assignment.step()));
-        v1::CommitCheckpointResponse committed;
-        do {
-          auto commit_context = Context(absl::Seconds(2));
-          status =
-              stub_->CommitCheckpoint(commit_context.get(), commit, &committed);
-        } while (!Stopped() &&
-                 status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-                 (absl::SleepFor(absl::Milliseconds(50)), true));
-        if (!status.ok() && status.error_code() != grpc::StatusCode::ABORTED &&
-            status.error_code() != grpc::StatusCode::UNAVAILABLE) {
-          Unexpected("commit", status);
+    v1::StepAssignments message;
+    while (!Stopped() && reader->Read(&message)) {
+      for (const v1::StepAssignment& assignment : message.assignments()) {
+        if (Stopped()) break;
+        absl::SleepFor(options_.step_time);  // "training"
+        const std::vector<int64_t> ids(assignment.example_ids().begin(),
+                                       assignment.example_ids().end());
+        {
+          absl::MutexLock lock(&mu_);
+          trained_[world.generation()][assignment.step()] = ids;
         }
+        v1::ReportStepRequest report;
+        report.set_worker_id(options_.worker_id);
+        report.set_incarnation(options_.incarnation);
+        report.set_generation(world.generation());
+        report.set_step(assignment.step());
+        report.set_example_count(ids.size());
+        report.set_example_digest(sampler::ExampleDigest(ids));
+        v1::ReportStepResponse ignored;
+        auto report_context = Context(absl::Seconds(2));
+        grpc::Status status =
+            stub_->ReportStep(report_context.get(), report, &ignored);
+        if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+          Unexpected("report", status);
+        }
+        const bool last = assignment.step() + 1 == world.total_steps();
+        if ((assignment.step() + 1) % options_.checkpoint_every == 0 || last) {
+          v1::CommitCheckpointRequest commit;
+          commit.set_worker_id(options_.worker_id);
+          commit.set_incarnation(options_.incarnation);
+          commit.set_generation(world.generation());
+          commit.set_step(assignment.step());
+          commit.set_path(absl::StrCat("/fake/step-", assignment.step()));
+          v1::CommitCheckpointResponse committed;
+          do {
+            auto commit_context = Context(absl::Seconds(2));
+            status = stub_->CommitCheckpoint(commit_context.get(), commit,
+                                             &committed);
+          } while (!Stopped() &&
+                   status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                   (absl::SleepFor(absl::Milliseconds(50)), true));
+          if (!status.ok() &&
+              status.error_code() != grpc::StatusCode::ABORTED &&
+              status.error_code() != grpc::StatusCode::UNAVAILABLE) {
+            Unexpected("commit", status);
+          }
+        }
+        next_step = assignment.step() + 1;
       }
-      next_step = assignment.step() + 1;
     }
     const grpc::Status status = reader->Finish();
     {

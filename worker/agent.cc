@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <deque>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -67,7 +68,10 @@ struct Agent::Job {
 struct Agent::Generation {
   std::unique_ptr<Communicator> communicator;
   grpc::ClientContext stream_context;
-  std::unique_ptr<grpc::ClientReader<v1::StepAssignment>> stream;
+  std::unique_ptr<grpc::ClientReader<v1::StepAssignments>> stream;
+  // Steps of the last stream message not yet handed to the pipeline (its
+  // thread only).
+  std::deque<v1::StepAssignment> unread;
   std::unique_ptr<InputPipeline> pipeline;
 
   // Makes everything this generation blocks on return promptly.
@@ -326,6 +330,12 @@ absl::StatusOr<v1::JoinGenerationResponse> Agent::JoinGeneration() {
                 << world.generation() << ", rank " << world.rank() << " of "
                 << world.world_size() << ", resuming after step "
                 << world.resume_step();
+      if (world.report_every_steps() > 1) {
+        LOG(INFO) << options_.worker_id << ": reporting every "
+                  << world.report_every_steps()
+                  << " steps, assignments looking "
+                  << world.assignment_lookahead_steps() << " steps ahead";
+      }
       return world;
     }
     switch (status.error_code()) {
@@ -734,8 +744,18 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
   generation->pipeline = std::make_unique<InputPipeline>(
       job.data.get(),
       [g]() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
-        v1::StepAssignment assignment;
-        if (g->stream->Read(&assignment)) return assignment;
+        v1::StepAssignments message;
+        while (g->unread.empty() && g->stream->Read(&message)) {
+          for (v1::StepAssignment& assignment :
+               *message.mutable_assignments()) {
+            g->unread.push_back(std::move(assignment));
+          }
+        }
+        if (!g->unread.empty()) {
+          v1::StepAssignment next = std::move(g->unread.front());
+          g->unread.pop_front();
+          return next;
+        }
         const grpc::Status status = g->stream->Finish();
         if (status.ok()) return std::nullopt;
         return FromGrpcStatus(status);
@@ -778,7 +798,9 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
         absl::MutexLock lock(&in_flight->mu);
         in_flight->interrupted = true;
         if (in_flight->context != nullptr) in_flight->context->TryCancel();
-      });
+      },
+      ReportBatching{.every_steps = world.report_every_steps(),
+                     .rank = world.rank()});
   Outcome outcome = Outcome::kRejoin;
   absl::Status error;
   for (int64_t step = resume_step + 1; step < job.total_steps; ++step) {

@@ -16,6 +16,13 @@
 //   * The training loop cannot run far ahead of its reports: Report()
 //     blocks while `max_pending` reports are unsent.
 //
+// In a world the coordinator asks to report every k > 1 steps
+// (JoinGenerationResponse.report_every_steps; see ReportBatching), Report()
+// holds a step back until step s with (s + 1 + rank) % k == 0 or one that
+// carries an evaluation, and sends one request with the steps held as its
+// earlier_steps; Flush() sends what is held. The audit of a held step then
+// comes back up to k steps later, still before the next checkpoint vote.
+//
 //   StepReporter reporter(send, /*max_pending=*/8);
 //   RETURN_IF_ERROR(reporter.Report(std::move(request)));  // every step
 //   RETURN_IF_ERROR(reporter.Flush());  // before a checkpoint, at the end
@@ -29,6 +36,7 @@
 
 #include <deque>
 #include <functional>
+#include <optional>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -37,6 +45,13 @@
 #include "proto/worker.pb.h"
 
 namespace podtrain::worker {
+
+// How often reports go out: every `every_steps` steps, offset by `rank` so
+// the ranks of a world do not all report at the same step.
+struct ReportBatching {
+  int every_steps = 1;
+  int rank = 0;
+};
 
 class StepReporter {
  public:
@@ -47,19 +62,22 @@ class StepReporter {
   using Interrupt = std::function<void()>;
 
   // REQUIRES: max_pending >= 1.
-  StepReporter(Send send, int max_pending, Interrupt interrupt = nullptr);
+  StepReporter(Send send, int max_pending, Interrupt interrupt = nullptr,
+               ReportBatching batching = {});
   ~StepReporter();
 
   StepReporter(const StepReporter&) = delete;
   StepReporter& operator=(const StepReporter&) = delete;
 
-  // Queues `report` behind the earlier ones; blocks while `max_pending` are
-  // unsent. Returns the audit failure (FAILED_PRECONDITION) of an earlier
-  // report if there was one (and then queues nothing), else OK. CANCELLED
-  // after Cancel().
+  // Queues `report` behind the earlier ones (or holds it, see
+  // ReportBatching); blocks while `max_pending` are unsent. REQUIRES: its
+  // step follows the previous report's. Returns the audit failure
+  // (FAILED_PRECONDITION) of an earlier report if there was one (and then
+  // queues nothing), else OK. CANCELLED after Cancel().
   absl::Status Report(v1::ReportStepRequest report);
 
-  // Returns once every report queued so far has been answered: the audit
+  // Sends what is held, and returns once every report queued so far has
+  // been answered: the audit
   // failure of any of them, CANCELLED after Cancel(), else OK.
   absl::Status Flush();
 
@@ -71,13 +89,17 @@ class StepReporter {
 
  private:
   void Run();
+  bool Due(const v1::ReportStepRequest& report) const;
 
   const Send send_;
   const int max_pending_;
   const Interrupt interrupt_;
+  const ReportBatching batching_;
 
   absl::Mutex mu_;
   std::deque<v1::ReportStepRequest> queue_ ABSL_GUARDED_BY(mu_);
+  // The newest step not yet due, carrying the older held ones.
+  std::optional<v1::ReportStepRequest> held_ ABSL_GUARDED_BY(mu_);
   bool sending_ ABSL_GUARDED_BY(mu_) = false;  // one taken off queue_
   absl::Status audit_failure_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

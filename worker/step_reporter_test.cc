@@ -176,5 +176,67 @@ TEST(StepReporterTest, CancelStillReturnsAKnownAuditFailure) {
   EXPECT_TRUE(absl::IsFailedPrecondition(reporter.Flush()));
 }
 
+// Reports every 3 steps at rank 1's offset: due after steps s with
+// (s + 1 + 1) % 3 == 0, i.e. 1, 4, 7; an evaluation is due at once; Flush()
+// sends what is held. Each request carries the held steps, oldest first.
+TEST(StepReporterTest, BatchesStepsAtTheRanksOffset) {
+  absl::Mutex mu;
+  std::vector<std::vector<int64_t>> sent;  // earlier steps..., step
+  StepReporter reporter(
+      [&](const v1::ReportStepRequest& report) {
+        std::vector<int64_t> steps;
+        for (const v1::StepDigest& digest : report.earlier_steps()) {
+          EXPECT_EQ(digest.example_digest(), 1000 + digest.step());
+          EXPECT_EQ(digest.example_count(), 10);
+          steps.push_back(digest.step());
+        }
+        steps.push_back(report.step());
+        absl::MutexLock lock(&mu);
+        sent.push_back(steps);
+        return absl::OkStatus();
+      },
+      /*max_pending=*/8, nullptr, ReportBatching{.every_steps = 3, .rank = 1});
+  for (int64_t step = 0; step < 9; ++step) {
+    v1::ReportStepRequest report = Step(step);
+    report.set_example_digest(1000 + step);
+    report.set_example_count(10);
+    if (step == 5) report.set_eval_accuracy(0.5);
+    ASSERT_TRUE(reporter.Report(std::move(report)).ok());
+  }
+  ASSERT_TRUE(reporter.Flush().ok());
+  ASSERT_TRUE(reporter.Flush().ok());  // nothing held: sends nothing
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(sent, (std::vector<std::vector<int64_t>>{
+                      {0, 1}, {2, 3, 4}, {5}, {6, 7}, {8}}));
+}
+
+// A held step the coordinator refuses stops the next Report/Flush, as an
+// unbatched one does; Cancel() drops what is held.
+TEST(StepReporterTest, HeldStepsAreAuditedAndCancelledLikeOthers) {
+  StepReporter refusing(
+      [](const v1::ReportStepRequest& report) {
+        return report.earlier_steps_size() > 0
+                   ? absl::FailedPreconditionError("step 0: not assigned")
+                   : absl::OkStatus();
+      },
+      /*max_pending=*/8, nullptr, ReportBatching{.every_steps = 2, .rank = 0});
+  ASSERT_TRUE(refusing.Report(Step(0)).ok());  // held
+  ASSERT_TRUE(refusing.Report(Step(1)).ok());  // due: sends 0 and 1
+  EXPECT_TRUE(absl::IsFailedPrecondition(refusing.Flush()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(refusing.Report(Step(2))));
+
+  std::atomic<int> sent{0};
+  StepReporter cancelled(
+      [&](const v1::ReportStepRequest&) {
+        ++sent;
+        return absl::OkStatus();
+      },
+      /*max_pending=*/8, nullptr, ReportBatching{.every_steps = 4, .rank = 0});
+  ASSERT_TRUE(cancelled.Report(Step(0)).ok());
+  cancelled.Cancel();
+  EXPECT_TRUE(absl::IsCancelled(cancelled.Flush()));
+  EXPECT_EQ(sent.load(), 0);
+}
+
 }  // namespace
 }  // namespace podtrain::worker

@@ -11,20 +11,24 @@
 // "train" in lockstep with the others: step s occupies
 // [T0 + s*P, T0 + (s+1)*P) for everyone (P = --step_ms, as a synchronous
 // data-parallel world does: the all-reduce ends every rank's step at the same
-// moment), after which the worker sends ReportStep(s) carrying the digest of
-// the ids it was assigned (the coordinator audits it), one at a time, as the
-// agent's loop does.
+// moment), after which the worker reports it (ReportStep with the digest
+// of the ids it was assigned, which the coordinator audits), one call in
+// flight at a time, as the agent does: every step in worlds of up to
+// --max_reports_per_step ranks, else every k = report_every_steps steps at
+// the rank's offset, one call carrying the k steps' digests.
 //
 // Measured inside the window [T0 + warmup, T0 + warmup + duration):
 //   heartbeat     Heartbeat round trip (client-side, so it includes the time
 //                 the client takes to see the reply on a shared machine).
 //   report        ReportStep round trip.
-//   assignment    how late each rank receives the assignment of step s after
-//                 it became available: the coordinator hands out step s once
-//                 every rank has reported step s - lookahead, so its
-//                 availability is the moment the last of those reports was
-//                 sent (so this includes that report's trip to the server
-//                 and the coordinator's wake-up and fan-out to N streams).
+//   assignment    how late each stream message arrives after it became
+//                 available: the coordinator may send a message ending at
+//                 step s once every rank has reported step s - lookahead
+//                 (JoinGenerationResponse.assignment_lookahead_steps), so
+//                 its availability is the moment the last of those reports
+//                 was sent (so this includes that report's trip to the
+//                 server and the coordinator's wake-up and fan-out to the
+//                 streams). A message holds 1 step, or k in large worlds.
 //   stalls        steps for which a rank did not hold its assignment when
 //                 the step began (the look-ahead failed to hide latency).
 //   CPU           the coordinator's user+system time over the window (from
@@ -149,6 +153,9 @@ struct Worker {
       join_call;
   int64_t generation = 0;
   int32_t rank = -1;
+  // From the JoinGenerationResponse: report every k steps, the look-ahead.
+  int report_every = 1;
+  int lookahead = 16;
 
   // Heartbeats.
   absl::Duration heartbeat_interval;
@@ -165,8 +172,8 @@ struct Worker {
 
   // The assignment stream.
   std::unique_ptr<grpc::ClientContext> stream_context;
-  std::unique_ptr<grpc::ClientAsyncReader<v1::StepAssignment>> stream;
-  v1::StepAssignment incoming;
+  std::unique_ptr<grpc::ClientAsyncReader<v1::StepAssignments>> stream;
+  v1::StepAssignments incoming;
   grpc::Status stream_status;
   bool stream_open = false;
   std::map<int64_t, std::pair<absl::Time, uint64_t>> assignments;  // digest
@@ -183,7 +190,8 @@ struct Worker {
       report_call;
   absl::Time report_sent;
   bool report_in_flight = false;
-  int64_t report_pending_step = -1;  // due while the previous was in flight
+  int64_t unreported_from = 0;  // the first finished step not yet reported
+  bool report_due = false;      // one fell due while the previous was in flight
   bool done = false;
 };
 
@@ -348,25 +356,41 @@ absl::Time StepEnd(const Worker& w, int64_t step) {
   return shared->t0() + (step + 1) * shared->step + w.lag;
 }
 
-void SendReport(Worker& w, int64_t step) {
-  auto it = w.assignments.find(step);
-  if (it == w.assignments.end()) return;  // its generation ended
+// Reports steps [unreported_from, last] in one call, as the agent's
+// StepReporter does: the newest in the request's own fields, the others as
+// earlier_steps.
+void SendReport(Worker& w, int64_t last) {
   v1::ReportStepRequest request;
   request.set_worker_id(w.id);
   request.set_incarnation(w.incarnation);
   request.set_generation(w.generation);
-  request.set_step(step);
+  request.set_step(last);
   request.set_loss(1.0);
   request.set_step_seconds(absl::ToDoubleSeconds(shared->step));
-  request.set_example_digest(it->second.second);
-  request.set_example_count(shared->global_batch / shared->workers);
-  w.assignments.erase(it);
+  const int64_t count = shared->global_batch / shared->workers;
+  for (int64_t step = w.unreported_from; step <= last; ++step) {
+    auto it = w.assignments.find(step);
+    if (it == w.assignments.end()) return;  // its generation ended
+    if (step == last) {
+      request.set_example_digest(it->second.second);
+      request.set_example_count(count);
+    } else {
+      v1::StepDigest* digest = request.add_earlier_steps();
+      digest->set_step(step);
+      digest->set_example_digest(it->second.second);
+      digest->set_example_count(count);
+    }
+  }
   w.report_call.reset();
   w.report_context = NewContext(absl::Seconds(10));
   w.report_call =
       w.stub->PrepareAsyncReportStep(w.report_context.get(), request, w.cq);
   w.report_sent = absl::Now();
-  shared->ledger->Sent(w.generation, step, w.report_sent);
+  for (int64_t step = w.unreported_from; step <= last; ++step) {
+    w.assignments.erase(step);
+    shared->ledger->Sent(w.generation, step, w.report_sent);
+  }
+  w.unreported_from = last + 1;
   w.report_in_flight = true;
   w.report_call->StartCall();
   ++*w.outstanding;
@@ -397,13 +421,22 @@ void MaybeStartStep(Worker& w) {
   SetAlarm(w, w.step_alarm, StepEnd(w, w.next_step), Kind::kStepAlarm);
 }
 
-void OnAssignment(Worker& w, const v1::StepAssignment& assignment) {
+// A stream message: its steps, and how late it came. It could leave the
+// coordinator once every rank had reported the step `lookahead` before its
+// last one (the horizon is the slowest rank's step + 1 + lookahead), so its
+// availability is the moment the last of those reports was sent (this
+// includes that report's trip to the server and the coordinator's wake-up
+// and fan-out).
+void OnAssignments(Worker& w, const v1::StepAssignments& message) {
+  if (message.assignments().empty()) return;
   const absl::Time now = absl::Now();
-  const int64_t step = assignment.step();
-  std::vector<int64_t> ids(assignment.example_ids().begin(),
-                           assignment.example_ids().end());
-  w.assignments[step] = {now, sampler::ExampleDigest(ids)};
-  const int64_t gate = step - shared->lookahead;
+  for (const v1::StepAssignment& assignment : message.assignments()) {
+    std::vector<int64_t> ids(assignment.example_ids().begin(),
+                             assignment.example_ids().end());
+    w.assignments[assignment.step()] = {now, sampler::ExampleDigest(ids)};
+  }
+  const int64_t last = message.assignments().rbegin()->step();
+  const int64_t gate = last - w.lookahead;
   absl::Time available;
   if (gate >= 0 && shared->ledger->AllSent(w.generation, gate, &available) &&
       shared->InWindow(available)) {
@@ -476,9 +509,14 @@ void Handle(Worker& w, Kind kind, bool ok) {
       w.generation = w.join_response.generation();
       w.rank = w.join_response.rank();
       w.next_step = w.join_response.resume_step() + 1;
+      w.report_every = std::max(1, w.join_response.report_every_steps());
+      w.lookahead = w.join_response.assignment_lookahead_steps() > 0
+                        ? w.join_response.assignment_lookahead_steps()
+                        : shared->lookahead;
       w.lag = absl::ZeroDuration();
       w.assignments.clear();
-      w.report_pending_step = -1;
+      w.unreported_from = w.next_step;
+      w.report_due = false;
       shared->in_generation[w.index] = w.generation;
       shared->joined++;
       OpenStream(w);
@@ -531,7 +569,7 @@ void Handle(Worker& w, Kind kind, bool ok) {
         FinishStream(w);
         return;
       }
-      OnAssignment(w, w.incoming);
+      OnAssignments(w, w.incoming);
       ReadStream(w);
       return;
     case Kind::kStreamFinish:
@@ -543,7 +581,7 @@ void Handle(Worker& w, Kind kind, bool ok) {
       shared->in_generation[w.index] = 0;
       if (w.step_alarm_set) w.step_alarm.Cancel();
       w.assignments.clear();
-      w.report_pending_step = -1;
+      w.report_due = false;
       if (w.stream_status.error_code() == grpc::StatusCode::NOT_FOUND) {
         SendRegister(w);
       } else {
@@ -554,10 +592,15 @@ void Handle(Worker& w, Kind kind, bool ok) {
       w.step_alarm_set = false;
       if (!ok || stopping || !w.stream_open) return;
       ++w.recorder->steps;
-      if (w.report_in_flight) {
-        w.report_pending_step = w.next_step;  // sent when the last returns
-      } else {
-        SendReport(w, w.next_step);
+      // Due every report_every steps, at this rank's offset (the agent's
+      // StepReporter), or at the job's last step.
+      if ((w.next_step + 1 + w.rank) % w.report_every == 0 ||
+          w.next_step + 1 == w.join_response.total_steps()) {
+        if (w.report_in_flight) {
+          w.report_due = true;  // sent when the last returns
+        } else {
+          SendReport(w, w.next_step);
+        }
       }
       ++w.next_step;
       MaybeStartStep(w);
@@ -570,10 +613,9 @@ void Handle(Worker& w, Kind kind, bool ok) {
         w.recorder->report_ms.push_back(
             absl::ToDoubleMilliseconds(absl::Now() - w.report_sent));
       }
-      if (w.report_pending_step >= 0 && !stopping) {
-        const int64_t step = w.report_pending_step;
-        w.report_pending_step = -1;
-        SendReport(w, step);
+      if (w.report_due && !stopping) {
+        w.report_due = false;
+        SendReport(w, w.next_step - 1);
       }
       return;
   }
@@ -937,10 +979,10 @@ absl::Status Run() {
       static_cast<long long>(broken_forming));
   std::printf(
       "- Window %.0f s; %zu heartbeats (%.0f/s), %zu step reports (%.0f/s), "
-      "%zu assignments timed.\n",
+      "%zu assignment messages timed (%.0f/s).\n",
       duration, all.heartbeat_ms.size(), all.heartbeat_ms.size() / duration,
       all.report_ms.size(), all.report_ms.size() / duration,
-      all.assignment_ms.size());
+      all.assignment_ms.size(), all.assignment_ms.size() / duration);
   std::printf(
       "- CPU over the window: coordinator %.2f cores (%d threads), this "
       "client %.2f cores, machine %.0f %% busy of %ld cores.\n",
