@@ -12,8 +12,8 @@
 # buys. The load generator (bench/coordinator/
 # coordinator_load.cc, gRPC's async API on 2 threads, one connection per
 # worker) shares the 2 cores with the coordinator: its CPU is reported too.
-# Every run is bounded (world formation 45 s, 3 s warm-up, 8 s measured).
-# ~2 minutes.
+# Every run is bounded (world formation 45 s, 20 s warm-up, 8 s measured).
+# ~3 minutes.
 #
 #   bash bench/bench_coordinator.sh
 #
@@ -55,7 +55,7 @@ run() {
   fi
   echo "== $label: $workers workers, coordinator flags: ${*:-(defaults)}"
   "$BENCH_BIN/bench/coordinator/coordinator_load" --address="127.0.0.1:$(cat "$dir/port")" \
-    --coordinator_pid="$pid" --workers="$workers" --dir="$dir" --warmup_s=3 \
+    --coordinator_pid="$pid" --workers="$workers" --dir="$dir" --warmup_s=20 \
     --duration_s=8 --join_timeout_s=45 >"$dir/report.md" 2>"$dir/load.log"
   local status=$?
   kill "$pid" 2>/dev/null
@@ -126,7 +126,8 @@ fi
   echo "most --max_heartbeats_per_second (default 2,000/s): 1,024 workers every"
   echo "512 ms (lease 5.1 s), 4,096 every 2.05 s (lease 20.5 s). The load generator"
   echo "runs on the same 2 cores: its CPU is in the table. Measured over 8 s after a"
-  echo "3 s warm-up."
+  echo "20 s warm-up (steps 20 to 27): a world reporting every 16 steps sends its"
+  echo "first reports at steps 0-15, and only after those does the look-ahead move."
   echo
   echo "No peer runs here (nothing comparable hands out per-step work), so the"
   echo "BENCH line's peer is the target, 20 ms, and podtrain is the worse p99 of"
@@ -148,26 +149,18 @@ fi
   echo "Largest N with p99 < 20 ms for both heartbeats and assignments: $largest_met."
   echo
   if [[ "$met" != yes ]]; then
-    echo "Why 4,096 workers miss the target: every step the whole world finishes"
-    echo "at once (synchronous data parallelism), so 4,096 step reports reach the"
-    echo "coordinator within a millisecond and, once the last is in, 4,096"
-    echo "assignments leave on 4,096 streams. The p50s of the step report and of"
-    echo "assignment delivery are the time that burst takes to drain through the"
-    echo "coordinator and the load generator sharing 2 cores: $(per_message n4096)."
-    echo "Where the coordinator's CPU goes under this load (perf record -g on the"
-    echo "coordinator for 5 s of a 4,096-worker run with the heartbeat bound on, by"
-    echo "hand, 2026-12-06, commit ceae95c): kernel 59 % (loopback TCP send and"
-    echo "receive, and ~30 % in futex wake-ups and context switches between gRPC's"
-    echo "threads), libgrpc 25 %, podtrain's own code 5 % (AuthenticWorker,"
-    echo "MemberOf, Tick's lease scan, the std::map look-ups by worker id), Abseil's"
-    echo "mutex 2 %; gRPC's timer thread is 11 % of it. The load generator's, the"
-    echo "same way (commit 4ccb0ea): libgrpc 47 %, kernel 40 %, its own code 3 %."
-    echo "Faster coordinator code cannot buy the missing factor of ~10;"
-    echo "fewer messages per step boundary can: carry step reports on the"
-    echo "heartbeats, whose phases are spread, and release each rank's next"
-    echo "assignment on its own report (bounded by the slowest rank plus the"
-    echo "look-ahead), so neither arrives as a burst. Not done yet: it changes the"
-    echo "worker agent's step loop and what the look-ahead bounds."
+    echo "Why 4,096 workers still miss the target (by a hair in this run): a world of"
+    echo "4,096 reports every k = 16 steps at staggered offsets and gets 16 steps a"
+    echo "stream message, so a step boundary brings 256 reports and 256 messages"
+    echo "(was 4,096 of each: the --max_reports_per_step=0 row), and the pump only"
+    echo "fetches for the streams a move of the horizon releases something for. What"
+    echo "is left is that burst of 256 + 256 draining through the coordinator and the"
+    echo "load generator sharing 2 cores, with 2,000 heartbeats a second on top:"
+    echo "$(per_message n4096). Earlier profile (perf record -g, every"
+    echo "rank reporting every step, 2026-12-06, commit ceae95c): kernel 59 % (loopback"
+    echo "TCP and futex wake-ups), libgrpc 25 %, podtrain's own code 5 %. Next: a"
+    echo "lower --max_reports_per_step (128 halves the burst; the look-ahead and the"
+    echo "warm-up grow with k), or spreading each phase's reports over the step."
     echo
   fi
   for label in n256 n1024 n4096 n4096_unbounded n4096_every_step; do

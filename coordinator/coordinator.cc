@@ -200,7 +200,7 @@ void Coordinator::NoteProgress(JobRuntime& runtime, int32_t rank,
                                       runtime.reported_step.end());
   runtime.at_slowest = std::count(runtime.reported_step.begin(),
                                   runtime.reported_step.end(), runtime.slowest);
-  AssignmentsChanged(runtime);
+  AssignmentsChanged(runtime, /*progress_only=*/true);
 }
 
 void Coordinator::ResetProgress(JobRuntime& runtime, size_t ranks,
@@ -227,16 +227,29 @@ void Coordinator::WakeWaiters() {
   for (auto& [name, runtime] : runtime_) {
     runtime.assignments_changed.SignalAll();
   }
-  if (assignment_listener_) assignment_listener_("");
+  if (assignment_listener_) assignment_listener_("", kAnyChange);
 }
 
-void Coordinator::AssignmentsChanged(JobRuntime& runtime) {
+void Coordinator::AssignmentsChanged(JobRuntime& runtime, bool progress_only) {
   runtime.assignments_changed.SignalAll();
-  if (assignment_listener_) assignment_listener_(runtime.name);
+  if (!assignment_listener_) return;
+  int64_t horizon = kAnyChange;
+  if (progress_only) {
+    const JobRecord* job = state_.FindJob(runtime.name);
+    if (job != nullptr) horizon = Horizon(*job, runtime);
+  }
+  assignment_listener_(runtime.name, horizon);
+}
+
+int64_t Coordinator::Horizon(const JobRecord& job,
+                             const JobRuntime& runtime) const {
+  return std::min(runtime.total_steps,
+                  std::max(runtime.slowest, job.committed_step) + 1 +
+                      runtime.lookahead_steps);
 }
 
 void Coordinator::SetAssignmentListener(
-    std::function<void(const std::string& job)> listener) {
+    std::function<void(const std::string& job, int64_t horizon)> listener) {
   absl::MutexLock lock(&mu_);
   assignment_listener_ = std::move(listener);
 }
@@ -690,7 +703,8 @@ absl::StatusOr<v1::JoinGenerationResponse> Coordinator::JoinGeneration(
 
 absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
     const v1::StreamAssignmentsRequest& request, int64_t max_steps,
-    absl::Time deadline, bool continuation) {
+    absl::Time deadline, bool continuation,
+    std::atomic<int64_t>* wake_horizon) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(
       AuthenticWorker(request.worker_id(), request.incarnation()).status());
@@ -715,10 +729,7 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
   // releases a message of k steps to 1/k of the ranks, not one step to all.
   const int32_t rank = membership.second;
   const auto stop = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const JobRecord* job = state_.FindJob(name);
-    const int64_t horizon = std::min(
-        runtime.total_steps, std::max(runtime.slowest, job->committed_step) +
-                                 1 + runtime.lookahead_steps);
+    const int64_t horizon = Horizon(*state_.FindJob(name), runtime);
     const int64_t k = runtime.report_every_steps;
     if (k <= 1 || horizon >= runtime.total_steps) return horizon;
     return horizon - (horizon + rank) % k;
@@ -760,6 +771,14 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::NextAssignments(
     assignments.push_back(std::move(assignment));
   }
   if (assignments.empty() && from < runtime.total_steps) {
+    if (wake_horizon != nullptr) {
+      // The first horizon at which stop() passes `from`: the next step
+      // boundary t > from of this rank's messages, or the job's end.
+      const int64_t k = runtime.report_every_steps;
+      int64_t t = from + 1;
+      if (k > 1) t += (k - (t + rank) % k) % k;
+      wake_horizon->store(std::min(t, runtime.total_steps));
+    }
     return absl::DeadlineExceededError(absl::StrCat(
         "no assignment within the look-ahead for step ", from, " yet"));
   }

@@ -40,9 +40,11 @@
 #ifndef PODTRAIN_COORDINATOR_COORDINATOR_H_
 #define PODTRAIN_COORDINATOR_COORDINATOR_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -147,9 +149,13 @@ class Coordinator {
   // s, which counts as its progress; a `continuation` of a stream this
   // coordinator is already serving (its steps before s were only handed
   // out, not trained) does not, or the look-ahead would bound nothing.
+  // When nothing is within the look-ahead yet, `*wake_horizon` (if given) is
+  // set, under the coordinator's lock, to the horizon that will release
+  // something for this rank (see SetAssignmentListener).
   absl::StatusOr<std::vector<v1::StepAssignment>> NextAssignments(
       const v1::StreamAssignmentsRequest& request, int64_t max_steps,
-      absl::Time deadline, bool continuation = false);
+      absl::Time deadline, bool continuation = false,
+      std::atomic<int64_t>* wake_horizon = nullptr);
   absl::Status ReportStep(const v1::ReportStepRequest& request);
   absl::StatusOr<v1::CommitCheckpointResponse> CommitCheckpoint(
       const v1::CommitCheckpointRequest& request);
@@ -170,11 +176,14 @@ class Coordinator {
   // called with a job's name whenever NextAssignments may return something
   // new for that job, or end its streams (the look-ahead moved, the
   // generation changed or is ending, the job ended), and with "" when that
-  // may hold for every job (any durable change, shutdown). It runs under the
-  // coordinator's lock: it must be quick and must not call the coordinator.
-  // Null removes it.
+  // may hold for every job (any durable change, shutdown). `horizon` is the
+  // job's new look-ahead horizon when only that moved (a stream whose
+  // `wake_horizon` is above it has nothing new), else kAnyChange. It runs
+  // under the coordinator's lock: it must be quick and must not call the
+  // coordinator. Null removes it.
+  static constexpr int64_t kAnyChange = std::numeric_limits<int64_t>::max();
   void SetAssignmentListener(
-      std::function<void(const std::string& job)> listener);
+      std::function<void(const std::string& job, int64_t horizon)> listener);
   // The job `worker_id` belongs to (a member or a rendezvous participant);
   // "" if none or unknown.
   std::string WorkerJob(const std::string& worker_id);
@@ -293,7 +302,12 @@ class Coordinator {
   // re-check what it waits for.
   void WakeWaiters() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Wakes the job's blocked NextAssignments calls and tells the listener.
-  void AssignmentsChanged(JobRuntime& runtime)
+  // The look-ahead horizon: assignments of steps below it may go out.
+  int64_t Horizon(const JobRecord& job, const JobRuntime& runtime) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `progress_only`: only the slowest rank moved (the listener is told the
+  // new horizon, so streams still below theirs are not fetched for).
+  void AssignmentsChanged(JobRuntime& runtime, bool progress_only = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // The heartbeat interval and lease to hand a worker registering now, for
@@ -369,8 +383,8 @@ class Coordinator {
   // Workers with `preempting` set; while there are none, a heartbeat need
   // not look at its world's members.
   int64_t preempting_workers_ ABSL_GUARDED_BY(mu_) = 0;
-  std::function<void(const std::string& job)> assignment_listener_
-      ABSL_GUARDED_BY(mu_);
+  std::function<void(const std::string& job, int64_t horizon)>
+      assignment_listener_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace podtrain::coordinator

@@ -1,6 +1,7 @@
 #include "services/coordinator_services.h"
 
 #include <algorithm>
+#include <atomic>
 #include <optional>
 #include <vector>
 
@@ -249,6 +250,9 @@ class AssignmentStreams::Stream
       : owner_(owner), next_(request), timer_(std::move(timer)) {}
 
   void set_self(std::shared_ptr<Stream> self) { self_ = std::move(self); }
+  // Whether a move of its job's horizon to `horizon` may give this stream
+  // something to send (kAnyChange: any change may).
+  bool Wants(int64_t horizon) const { return wake_horizon_.load() <= horizon; }
   const std::shared_ptr<Stream>& self() const { return self_; }
 
   // On the pump: fetch what the coordinator has now for this stream and
@@ -264,7 +268,8 @@ class AssignmentStreams::Stream
         finish = grpc::Status::CANCELLED;
       } else {
         auto assignments = owner_->coordinator_->NextAssignments(
-            next_, kMaxStepsPerMessage, absl::InfinitePast(), continuation_);
+            next_, kMaxStepsPerMessage, absl::InfinitePast(), continuation_,
+            &wake_horizon_);
         if (absl::IsDeadlineExceeded(assignments.status())) return;  // later
         if (!assignments.ok()) {
           finished_ = true;
@@ -275,6 +280,7 @@ class AssignmentStreams::Stream
         } else {
           next_.set_from_step(assignments->back().step() + 1);
           continuation_ = true;
+          wake_horizon_.store(0);
           message_.clear_assignments();
           for (v1::StepAssignment& assignment : *assignments) {
             *message_.add_assignments() = std::move(assignment);
@@ -335,6 +341,10 @@ class AssignmentStreams::Stream
   v1::StreamAssignmentsRequest next_ ABSL_GUARDED_BY(mu_);
   bool continuation_ ABSL_GUARDED_BY(mu_) = false;
   v1::StepAssignments message_;  // written by Fetch, in flight while writing_
+  // The horizon that releases its next message (0: unknown, fetch on any
+  // change); set by the coordinator under its lock when a fetch finds
+  // nothing, so no move of the horizon after that fetch is missed.
+  std::atomic<int64_t> wake_horizon_{0};
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called or due
@@ -345,7 +355,9 @@ class AssignmentStreams::Stream
 AssignmentStreams::AssignmentStreams(coordinator::Coordinator* coordinator)
     : coordinator_(coordinator) {
   coordinator_->SetAssignmentListener(
-      [this](const std::string& job) { JobChanged(job); });
+      [this](const std::string& job, int64_t horizon) {
+        JobChanged(job, horizon);
+      });
   pump_ = std::thread([this] { Pump(); });
 }
 
@@ -372,12 +384,13 @@ grpc::ServerWriteReactor<v1::StepAssignments>* AssignmentStreams::Start(
   return stream.get();
 }
 
-void AssignmentStreams::JobChanged(const std::string& job) {
+void AssignmentStreams::JobChanged(const std::string& job, int64_t horizon) {
   absl::MutexLock lock(&mu_);
   if (job.empty()) {
     all_changed_ = true;
   } else {
-    changed_jobs_.insert(job);
+    auto [it, added] = changed_jobs_.emplace(job, horizon);
+    if (!added) it->second = std::max(it->second, horizon);
   }
 }
 
@@ -409,9 +422,17 @@ void AssignmentStreams::Pump() {
       if (stopping_) return;
       batch.assign(ready_.begin(), ready_.end());
       ready_.clear();
+      // Of a job whose horizon moved, only the streams that move releases
+      // something for: in a world reporting every k steps, 1/k of them.
       for (const auto& [job, streams] : streams_) {
-        if (all_changed_ || changed_jobs_.count(job) > 0) {
-          batch.insert(batch.end(), streams.begin(), streams.end());
+        int64_t horizon = coordinator::Coordinator::kAnyChange;
+        if (!all_changed_) {
+          auto changed = changed_jobs_.find(job);
+          if (changed == changed_jobs_.end()) continue;
+          horizon = changed->second;
+        }
+        for (const std::shared_ptr<Stream>& stream : streams) {
+          if (stream->Wants(horizon)) batch.push_back(stream);
         }
       }
       all_changed_ = false;

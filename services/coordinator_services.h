@@ -103,8 +103,9 @@ class AssignmentStreams {
  private:
   class Stream;
 
-  // From the coordinator, under its lock: `job` ("" for all) changed.
-  void JobChanged(const std::string& job);
+  // From the coordinator, under its lock: `job` ("" for all) changed; its
+  // horizon moved to `horizon` (or Coordinator::kAnyChange).
+  void JobChanged(const std::string& job, int64_t horizon);
   void MarkReady(std::shared_ptr<Stream> stream);
   void Remove(const std::shared_ptr<Stream>& stream);
   void Pump();
@@ -116,7 +117,8 @@ class AssignmentStreams {
       ABSL_GUARDED_BY(mu_);
   // To fetch for: streams that asked, and every stream of changed jobs.
   std::deque<std::shared_ptr<Stream>> ready_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> changed_jobs_ ABSL_GUARDED_BY(mu_);
+  // Changed jobs, with the highest horizon each moved to.
+  std::map<std::string, int64_t> changed_jobs_ ABSL_GUARDED_BY(mu_);
   bool all_changed_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread pump_;
