@@ -820,8 +820,10 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
         "step: must be in [", earlier, ", ", runtime.total_steps, ") with ",
         earlier, " earlier steps, got ", request.step()));
   }
+  int64_t examples = request.example_count();
   for (int64_t i = 0; i < earlier; ++i) {
     const v1::StepDigest& digest = request.earlier_steps(i);
+    examples += digest.example_count();
     const int64_t expected_step = request.step() - earlier + i;
     if (digest.step() != expected_step) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -833,10 +835,6 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
   }
   RETURN_IF_ERROR(AuditStep(job, runtime, membership.second, request.step(),
                             request.example_count(), request.example_digest()));
-  int64_t examples = request.example_count();
-  for (const v1::StepDigest& digest : request.earlier_steps()) {
-    examples += digest.example_count();
-  }
   NoteProgress(runtime, membership.second, request.step());
   metrics_->CountJobExamples(job.name, examples);
   runtime.last_loss = request.loss();
