@@ -12,8 +12,9 @@
 # buys. The load generator (bench/coordinator/
 # coordinator_load.cc, gRPC's async API on 2 threads, one connection per
 # worker) shares the 2 cores with the coordinator: its CPU is reported too.
-# Every run is bounded (world formation 45 s, 20 s warm-up, 8 s measured).
-# ~3 minutes.
+# Every run is bounded (world formation 45 s, a warm-up of 20 s or, for a
+# world reporting every k > 8 steps, k + 12 s, then 8 s measured).
+# ~4 minutes.
 #
 #   bash bench/bench_coordinator.sh
 #
@@ -33,10 +34,13 @@ rm -rf "$out" && mkdir -p "$out"
 echo "== build (optimized)"
 bench_build //coordinator:podtrain-coordinator //bench/coordinator:coordinator_load || exit 1
 
-# run LABEL WORKERS [coordinator flags...]: one coordinator, one load.
+# run LABEL WORKERS WARMUP_S [coordinator flags...]: one coordinator, one
+# load. A world reporting every k steps sends its first reports at steps
+# 0 to k - 1 (one step a second) and the look-ahead moves only after them:
+# the warm-up must be longer than k s.
 run() {
-  local label=$1 workers=$2
-  shift 2
+  local label=$1 workers=$2 warmup=$3
+  shift 3
   local dir="$out/$label"
   mkdir -p "$dir"
   "$BENCH_BIN/coordinator/podtrain-coordinator" --address=127.0.0.1:0 \
@@ -55,7 +59,7 @@ run() {
   fi
   echo "== $label: $workers workers, coordinator flags: ${*:-(defaults)}"
   "$BENCH_BIN/bench/coordinator/coordinator_load" --address="127.0.0.1:$(cat "$dir/port")" \
-    --coordinator_pid="$pid" --workers="$workers" --dir="$dir" --warmup_s=20 \
+    --coordinator_pid="$pid" --workers="$workers" --dir="$dir" --warmup_s="$warmup" \
     --duration_s=8 --join_timeout_s=45 >"$dir/report.md" 2>"$dir/load.log"
   local status=$?
   kill "$pid" 2>/dev/null
@@ -64,11 +68,13 @@ run() {
   return $status
 }
 
-run n256 256
-run n1024 1024
-run n4096 4096
-run n4096_unbounded 4096 --max_heartbeats_per_second=0
-run n4096_every_step 4096 --max_reports_per_step=0
+# Default --max_reports_per_step=128: k = 2 at 256, 8 at 1,024, 32 at 4,096.
+run n256 256 20
+run n1024 1024 20
+run n4096 4096 44
+run n4096_unbounded 4096 44 --max_heartbeats_per_second=0
+run n4096_k16 4096 28 --max_reports_per_step=256
+run n4096_every_step 4096 20 --max_reports_per_step=0
 
 field() {  # field LABEL NAME
   sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $(grep '^RESULT ' "$out/$1/report.md" 2>/dev/null | tail -1)"
@@ -117,17 +123,18 @@ fi
   echo "One job whose world is all N simulated workers (global batch 32 x N on a"
   echo "synthetic 10^9-example dataset); one step per second for every worker,"
   echo "reports as the agent sends them (one in flight per worker; every step in"
-  echo "worlds of up to --max_reports_per_step = 256 ranks, above that every"
-  echo "k = ceil(N / 256) steps at the rank's own offset, one call carrying the k"
-  echo "steps' digests: k = 4 at 1,024 workers, 16 at 4,096), assignments k steps"
+  echo "worlds of up to --max_reports_per_step = 128 ranks, above that every"
+  echo "k = ceil(N / 128) steps at the rank's own offset, one call carrying the k"
+  echo "steps' digests: k = 2 at 256 workers, 8 at 1,024, 32 at 4,096), assignments k steps"
   echo "a stream message; workers start over 1 s per 1,024 (a pod coming up); heartbeats at"
   echo "the interval the coordinator hands out, one in flight per worker: 300 ms"
   echo "with a 3 s lease up to 600 workers, above that stretched so the pool sends at"
   echo "most --max_heartbeats_per_second (default 2,000/s): 1,024 workers every"
   echo "512 ms (lease 5.1 s), 4,096 every 2.05 s (lease 20.5 s). The load generator"
   echo "runs on the same 2 cores: its CPU is in the table. Measured over 8 s after a"
-  echo "20 s warm-up (steps 20 to 27): a world reporting every 16 steps sends its"
-  echo "first reports at steps 0-15, and only after those does the look-ahead move."
+  echo "warm-up of 20 s, or k + 12 s for k > 8 (44 s at k = 32: steps 44 to 51): a"
+  echo "world reporting every 32 steps sends its first reports at steps 0-31, and"
+  echo "only after those does the look-ahead (2k + 4 = 68 steps) move."
   echo
   echo "No peer runs here (nothing comparable hands out per-step work), so the"
   echo "BENCH line's peer is the target, 20 ms, and podtrain is the worse p99 of"
@@ -139,6 +146,7 @@ fi
   row n1024 "1,024 workers"
   row n4096 "4,096 workers"
   row n4096_unbounded "4,096 workers, heartbeat bound off (300 ms each, 13,653/s)"
+  row n4096_k16 "4,096 workers, --max_reports_per_step=256 (k = 16, the default before 2026-12-07)"
   row n4096_every_step "4,096 workers, every rank reports every step (--max_reports_per_step=0)"
   echo
   echo "Probe: one extra worker heartbeating 10 times a second from its own thread"
@@ -149,21 +157,20 @@ fi
   echo "Largest N with p99 < 20 ms for both heartbeats and assignments: $largest_met."
   echo
   if [[ "$met" != yes ]]; then
-    echo "Why 4,096 workers still miss the target (by a hair in this run): a world of"
-    echo "4,096 reports every k = 16 steps at staggered offsets and gets 16 steps a"
-    echo "stream message, so a step boundary brings 256 reports and 256 messages"
-    echo "(was 4,096 of each: the --max_reports_per_step=0 row), and the pump only"
+    echo "Why 4,096 workers miss the target in this run: a world of 4,096 reports"
+    echo "every k = 32 steps at staggered offsets and gets 32 steps a stream message,"
+    echo "so a step boundary brings 128 reports and 128 messages (4,096 of each in the"
+    echo "--max_reports_per_step=0 row, 256 in the k = 16 row), and the pump only"
     echo "fetches for the streams a move of the horizon releases something for. What"
-    echo "is left is that burst of 256 + 256 draining through the coordinator and the"
-    echo "load generator sharing 2 cores, with 2,000 heartbeats a second on top:"
+    echo "is left is that burst draining through the coordinator and the load"
+    echo "generator sharing 2 cores, with 2,000 heartbeats a second on top:"
     echo "$(per_message n4096). Earlier profile (perf record -g, every"
     echo "rank reporting every step, 2026-12-06, commit ceae95c): kernel 59 % (loopback"
-    echo "TCP and futex wake-ups), libgrpc 25 %, podtrain's own code 5 %. Next: a"
-    echo "lower --max_reports_per_step (128 halves the burst; the look-ahead and the"
-    echo "warm-up grow with k), or spreading each phase's reports over the step."
+    echo "TCP and futex wake-ups), libgrpc 25 %, podtrain's own code 5 %. Next:"
+    echo "spreading each phase's reports over the step, or fewer, larger writes."
     echo
   fi
-  for label in n256 n1024 n4096 n4096_unbounded n4096_every_step; do
+  for label in n256 n1024 n4096 n4096_unbounded n4096_k16 n4096_every_step; do
     [[ -f "$out/$label/report.md" ]] || continue
     echo "#### Run $label"
     echo

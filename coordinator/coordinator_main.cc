@@ -79,7 +79,7 @@ ABSL_FLAG(int64_t, restart_backoff_max_ms, 30000,
 ABSL_FLAG(int64_t, lookahead_steps, 16,
           "assignment look-ahead, in steps (at least 2k + 4 in worlds that "
           "report every k steps)");
-ABSL_FLAG(int32_t, max_reports_per_step, 256,
+ABSL_FLAG(int32_t, max_reports_per_step, 128,
           "a world of W ranks reports every ceil(W / this) steps, staggered, "
           "and gets its assignments as many steps a message; 0: every step");
 ABSL_FLAG(int32_t, max_pool_workers, 0,

@@ -157,7 +157,7 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   FakeClock clock_{absl::FromUnixSeconds(1'000'000)};
-  int32_t max_reports_per_step_ = 256;
+  int32_t max_reports_per_step_ = 128;
   std::string journal_;
   std::string dataset_;
   std::unique_ptr<Coordinator> coordinator_;

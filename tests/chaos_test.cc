@@ -132,7 +132,7 @@ class Cluster {
 
  private:
   const std::string dir_;
-  std::string max_reports_per_step_ = "--max_reports_per_step=256";
+  std::string max_reports_per_step_ = "--max_reports_per_step=128";
   int port_ = 0;
   std::unique_ptr<Subprocess> coordinator_;
   std::map<std::string, std::unique_ptr<Subprocess>> workers_;
@@ -608,7 +608,7 @@ TEST_F(ChaosTest, WorldSizesOneToFourGiveTheSameStepMath) {
 }
 
 // Large worlds report every k steps and get k steps a stream message
-// (--max_reports_per_step; 256 ranks before it matters): here a coordinator
+// (--max_reports_per_step; 128 ranks before it matters): here a coordinator
 // with the bound at 1 makes a world of 2 do so (k = 2), through a kill of
 // one worker. The step math, the held-state resume and the audit do not
 // change: bitwise the uninterrupted run's, audit exact.

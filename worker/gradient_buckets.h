@@ -5,7 +5,7 @@
 //   * At construction the parameters are taken in reverse registration order
 //     (roughly the order backward produces their gradients) and packed into
 //     buckets: the first at most first_bucket_bytes (1 MB), the rest at most
-//     bucket_bytes (25 MB), one dtype and device per bucket. A parameter
+//     bucket_bytes (4 MB), one dtype and device per bucket. A parameter
 //     larger than the limit gets a bucket of its own. Every rank builds the
 //     same buckets from the same model, so bucket i means the same thing on
 //     every rank.
@@ -72,10 +72,18 @@
 namespace podtrain::worker {
 
 struct GradientBucketOptions {
-  // PyTorch DDP's defaults (kDefaultFirstBucketBytes, bucket_cap_mb). The
-  // small first bucket starts communication early in backward.
+  // The small first bucket starts communication early in backward (PyTorch
+  // DDP's kDefaultFirstBucketBytes).
   int64_t first_bucket_bytes = 1 << 20;
-  int64_t bucket_bytes = 25 << 20;
+  // DDP's bucket_cap_mb is 25 MB, sized for NCCL, where every collective
+  // has a fixed launch cost. podtrain's shared-memory path has little fixed
+  // cost, and with 25 MB the reference MLP's last gradient, fc1.weight,
+  // shares a 7.4 MB bucket with fc2.weight: nothing but the head can be
+  // reduced before backward ends. With 4 MB, fc2.weight is reduced while
+  // backward computes fc1.weight (bench/RESULTS.md, allreduce: the overlap
+  // table). Between hosts over Gloo TCP a 4 MB bucket still takes ~4 ms to
+  // move, far above the per-collective cost.
+  int64_t bucket_bytes = 4 << 20;
 };
 
 // The bucket assignment: for each bucket, indices into `parameters`.

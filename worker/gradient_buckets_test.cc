@@ -59,10 +59,21 @@ TEST(AssignBucketsTest, SeparatesDtypesAndSkipsFrozenParameters) {
             (std::vector<std::vector<size_t>>{{3, 0}, {1}}));
 }
 
-TEST(AssignBucketsTest, DefaultsAreDdps) {
-  GradientBucketOptions options;
-  EXPECT_EQ(options.first_bucket_bytes, 1 << 20);
-  EXPECT_EQ(options.bucket_bytes, 25 << 20);
+// The reference MLP 784-1024-1024-10 in registration order (fc1, fc2, fc3;
+// weight, bias). The default layout gives fc2.weight (4 MB) a bucket of its
+// own, so it is reduced while backward still computes fc1.weight; DDP's
+// 25 MB cap would put them together, and nothing but the head could be
+// reduced before backward ends.
+TEST(AssignBucketsTest, DefaultLayoutReducesFc2WhileBackwardComputesFc1) {
+  std::vector<torch::Tensor> params = {Param({1024, 784}),  Param({1024}),
+                                       Param({1024, 1024}), Param({1024}),
+                                       Param({10, 1024}),   Param({10})};
+  EXPECT_EQ(AssignBuckets(params, GradientBucketOptions()),
+            (std::vector<std::vector<size_t>>{{5, 4, 3}, {2}, {1, 0}}));
+  GradientBucketOptions ddp;
+  ddp.bucket_bytes = 25 << 20;
+  EXPECT_EQ(AssignBuckets(params, ddp),
+            (std::vector<std::vector<size_t>>{{5, 4, 3}, {2, 1, 0}}));
 }
 
 // Counts its calls and says when the first all-reduce started.
