@@ -101,8 +101,8 @@ absl::Status Coordinator::Recover() {
       Worker& worker = workers_[member.worker_id];
       worker.incarnation = member.incarnation;
       worker.lease = HeartbeatTiming().second;
-      worker.lease_deadline =
-          now + std::max(worker.lease, options_.recovery_lease);
+      ExtendLease(worker,
+                  now + std::max(worker.lease, options_.recovery_lease));
       worker.job = name;
       worker.member_index = static_cast<int32_t>(i);
     }
@@ -528,7 +528,7 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(
   const auto [interval, lease] = heartbeat_timing_;
   worker.incarnation = request.incarnation();
   worker.lease = lease;
-  worker.lease_deadline = clock_->Now() + lease;
+  ExtendLease(worker, clock_->Now() + lease);
   worker.metrics_address = request.metrics_address();
   ++version_;
   v1::RegisterResponse response;
@@ -568,7 +568,7 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(
                    AuthenticWorker(request.worker_id(), request.incarnation()));
   const int64_t version_before = version_;
   worker->lease = heartbeat_timing_.second;
-  worker->lease_deadline = clock_->Now() + worker->lease;
+  ExtendLease(*worker, clock_->Now() + worker->lease);
   const JobRecord* job =
       worker->job.empty() ? nullptr : state_.FindJob(worker->job);
   if (job != nullptr && !job->finished() && request.generation() > 0 &&
@@ -809,7 +809,7 @@ absl::Status Coordinator::ReportStep(const v1::ReportStepRequest& request) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Worker * worker,
                    AuthenticWorker(request.worker_id(), request.incarnation()));
-  worker->lease_deadline = clock_->Now() + worker->lease;
+  ExtendLease(*worker, clock_->Now() + worker->lease);
   ASSIGN_OR_RETURN(const auto membership,
                    MemberOf(request.worker_id(), request.generation()));
   const JobRecord& job = *membership.first;
@@ -1140,12 +1140,25 @@ void Coordinator::Shutdown() {
   WakeWaiters();
 }
 
+void Coordinator::ExtendLease(Worker& worker, absl::Time deadline) {
+  worker.lease_deadline = deadline;
+  earliest_lease_deadline_ = std::min(earliest_lease_deadline_, deadline);
+}
+
 void Coordinator::Tick() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
   std::vector<std::string> expired;
-  for (const auto& [id, worker] : workers_) {
-    if (worker.lease_deadline < now) expired.push_back(id);
+  if (earliest_lease_deadline_ < now) {
+    earliest_lease_deadline_ = absl::InfiniteFuture();
+    for (const auto& [id, worker] : workers_) {
+      if (worker.lease_deadline < now) {
+        expired.push_back(id);
+      } else {
+        earliest_lease_deadline_ =
+            std::min(earliest_lease_deadline_, worker.lease_deadline);
+      }
+    }
   }
   for (const std::string& id : expired) {
     RemoveWorker(id, absl::StrCat("lease of worker ", id, " expired"),
@@ -1265,17 +1278,29 @@ void Coordinator::RequestNewGeneration(const std::string& name,
 }
 
 void Coordinator::Reconcile() {
+  std::vector<std::string> names;
+  // A job whose world is formed, full and not re-forming takes no free
+  // worker (ReconcileJob returns at once): when every job is such, the scan
+  // of every worker for free ones is skipped.
+  bool may_take_workers = false;
+  for (const auto& [name, job] : state_.jobs()) {
+    if (job.finished()) continue;
+    names.push_back(name);
+    const bool full_world =
+        job.generation > 0 && !job.members.empty() &&
+        !Runtime(job).rendezvous_open &&
+        static_cast<int32_t>(job.members.size()) >= job.spec.max_workers();
+    if (!full_world) may_take_workers = true;
+  }
   // Free workers waiting for a job, handed to jobs in creation order (a job
   // that cannot start leaves them to later jobs: backfill).
   std::deque<std::string> free;
-  for (const auto& [id, worker] : workers_) {
-    if (worker.joining && worker.job.empty() && !worker.preempting) {
-      free.push_back(id);
+  if (may_take_workers) {
+    for (const auto& [id, worker] : workers_) {
+      if (worker.joining && worker.job.empty() && !worker.preempting) {
+        free.push_back(id);
+      }
     }
-  }
-  std::vector<std::string> names;
-  for (const auto& [name, job] : state_.jobs()) {
-    if (!job.finished()) names.push_back(name);
   }
   for (const std::string& name : names) {
     const JobRecord* job = state_.FindJob(name);

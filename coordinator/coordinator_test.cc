@@ -825,6 +825,27 @@ TEST_F(CoordinatorTest, AMemberThatNeverComesBackAfterRecoveryIsReplaced) {
   EXPECT_EQ(Heartbeat("w0", 100, 1)->generation(), 2);
 }
 
+// Tick scans for expired leases only once one may have run out (a lower
+// bound of every deadline). A worker that registers after a scan with a
+// lease ending before everyone else's (here: the recovered members hold the
+// 10 s recovery lease, the newcomer the ordinary 3 s) must still expire on
+// time.
+TEST_F(CoordinatorTest, ALeaseShorterThanEveryOtherStillExpiresOnTime) {
+  StartTwoWorkerJob();
+  Restart();
+  coordinator_->Tick();  // scanned: no lease ends within 10 s
+  Register("w2", 300);
+  for (int i = 0; i < 12; ++i) {  // 3.6 s
+    clock_.Advance(absl::Milliseconds(300));
+    ASSERT_TRUE(Heartbeat("w0", 100, 1).ok());
+    ASSERT_TRUE(Heartbeat("w1", 200, 1).ok());
+    coordinator_->Tick();
+  }
+  EXPECT_EQ(Heartbeat("w2", 300, 0).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Heartbeat("w0", 100, 1).ok());
+}
+
 TEST_F(CoordinatorTest, WatchSeesStateGenerationAndCommitEvents) {
   const std::string job = StartTwoWorkerJob();
   ASSERT_TRUE(CommitAt("w0", 100, 1, 9).ok());
