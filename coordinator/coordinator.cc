@@ -106,6 +106,7 @@ absl::Status Coordinator::Recover() {
       worker.job = name;
       worker.member_index = static_cast<int32_t>(i);
     }
+    ++worker_states_version_;
   }
   if (!updates.empty()) {
     LOG(INFO) << "recovered " << state_.jobs().size() << " jobs from "
@@ -168,6 +169,7 @@ absl::Status Coordinator::SetJobState(const std::string& name,
         worker.finished_job = name;
       }
     }
+    ++worker_states_version_;
   }
   return absl::OkStatus();
 }
@@ -524,6 +526,7 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(
                  /*involuntary=*/true);
   }
   Worker& worker = workers_[request.worker_id()];
+  ++worker_states_version_;
   RefreshHeartbeatTiming();
   const auto [interval, lease] = heartbeat_timing_;
   worker.incarnation = request.incarnation();
@@ -651,6 +654,7 @@ absl::StatusOr<v1::JoinGenerationResponse> Coordinator::JoinGeneration(
           /*involuntary=*/true);
     }
     worker->joining = true;
+    ++worker_states_version_;
     worker->after_generation = request.after_generation();
     ++version_;
     Reconcile();
@@ -1208,6 +1212,8 @@ void Coordinator::UpdateGauges() {
     metrics_->SetJobsInState(static_cast<v1::JobState>(state),
                              by_state[static_cast<v1::JobState>(state)]);
   }
+  if (worker_gauges_version_ == worker_states_version_) return;
+  worker_gauges_version_ = worker_states_version_;
   int64_t free = 0, joining = 0, member = 0;
   for (const auto& [id, worker] : workers_) {
     if (worker.joining) {
@@ -1229,6 +1235,7 @@ void Coordinator::RemoveWorker(const std::string& worker_id,
   if (it->second.preempting) --preempting_workers_;
   it->second.membership_changed->SignalAll();  // its JoinGeneration, if any
   workers_.erase(it);
+  ++worker_states_version_;
   ++version_;
   LOG(INFO) << reason;
   const JobRecord* job = job_name.empty() ? nullptr : state_.FindJob(job_name);
@@ -1422,6 +1429,7 @@ absl::Status Coordinator::FormGeneration(
     worker.joining = false;
     worker.finished_job.clear();
   }
+  ++worker_states_version_;
   runtime.rendezvous_open = false;
   runtime.rendezvous_reason.clear();
   runtime.rendezvous_involuntary = false;

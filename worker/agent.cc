@@ -102,6 +102,9 @@ torch::Tensor HostCopy(const torch::Tensor& tensor) {
 // (StepReporter): enough to ride out a slow answer, few enough that the
 // coordinator's view of progress lags by at most this many steps.
 constexpr int kMaxPendingStepReports = 8;
+// In a world reporting every k > 1 steps, the ranks reporting at one step
+// send over this share of it, not all at its end (step_reporter.h).
+constexpr double kReportSpreadFraction = 0.5;
 
 // How often the gradient-norm gauge is refreshed (every step's would cost a
 // pass over all gradients).
@@ -800,7 +803,9 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
         if (in_flight->context != nullptr) in_flight->context->TryCancel();
       },
       ReportBatching{.every_steps = world.report_every_steps(),
-                     .rank = world.rank()});
+                     .rank = world.rank(),
+                     .world_size = world.world_size(),
+                     .spread_fraction = kReportSpreadFraction});
   Outcome outcome = Outcome::kRejoin;
   absl::Status error;
   for (int64_t step = resume_step + 1; step < job.total_steps; ++step) {

@@ -1,8 +1,24 @@
 #include "worker/step_reporter.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace podtrain::worker {
+
+absl::Duration ReportSpreadDelay(const ReportBatching& batching,
+                                 absl::Duration step_period) {
+  const int every = batching.every_steps;
+  if (every <= 1 || batching.spread_fraction <= 0 ||
+      step_period <= absl::ZeroDuration() || batching.world_size <= every) {
+    return absl::ZeroDuration();
+  }
+  const int phase_size = (batching.world_size + every - 1) / every;
+  const int place = std::clamp(batching.rank / every, 0, phase_size - 1);
+  const absl::Duration window =
+      std::min(step_period * std::min(batching.spread_fraction, 1.0),
+               kMaxReportSpreadWindow);
+  return window * place / phase_size;
+}
 
 StepReporter::StepReporter(Send send, int max_pending, Interrupt interrupt,
                            ReportBatching batching)
@@ -10,6 +26,7 @@ StepReporter::StepReporter(Send send, int max_pending, Interrupt interrupt,
       max_pending_(max_pending < 1 ? 1 : max_pending),
       interrupt_(std::move(interrupt)),
       batching_(batching),
+      clock_(batching.clock != nullptr ? batching.clock : RealClock()),
       thread_([this] { Run(); }) {}
 
 StepReporter::~StepReporter() {
@@ -19,6 +36,7 @@ StepReporter::~StepReporter() {
 
 absl::Status StepReporter::Report(v1::ReportStepRequest report) {
   absl::MutexLock lock(&mu_);
+  const absl::Time not_before = NotBefore();
   const auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return static_cast<int>(queue_.size()) < max_pending_ || cancelled_ ||
            !audit_failure_.ok();
@@ -39,7 +57,7 @@ absl::Status StepReporter::Report(v1::ReportStepRequest report) {
     held_.reset();
   }
   if (Due(report)) {
-    queue_.push_back(std::move(report));
+    queue_.push_back({std::move(report), not_before});
   } else {
     held_ = std::move(report);
   }
@@ -52,12 +70,24 @@ bool StepReporter::Due(const v1::ReportStepRequest& report) const {
          (report.step() + 1 + batching_.rank) % every == 0;
 }
 
+absl::Time StepReporter::NotBefore() {
+  const absl::Time now = clock_->Now();
+  if (last_report_ != absl::InfinitePast()) {
+    const absl::Duration interval = now - last_report_;
+    step_period_ = std::min(interval, last_interval_);
+    last_interval_ = interval;
+  }
+  last_report_ = now;
+  return now + ReportSpreadDelay(batching_, step_period_);
+}
+
 absl::Status StepReporter::Flush() {
   absl::MutexLock lock(&mu_);
   if (held_.has_value() && !cancelled_ && audit_failure_.ok()) {
-    queue_.push_back(*std::move(held_));
+    queue_.push_back({*std::move(held_), absl::InfinitePast()});
   }
   held_.reset();
+  for (Queued& queued : queue_) queued.not_before = absl::InfinitePast();
   const auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return (queue_.empty() && !sending_) || cancelled_ || !audit_failure_.ok();
   };
@@ -89,7 +119,18 @@ void StepReporter::Run() {
       };
       mu_.Await(absl::Condition(&work));
       if (cancelled_) return;
-      report = std::move(queue_.front());
+      // Wait out the spread delay, unless Flush() or Cancel() cuts it short.
+      const absl::Time not_before = queue_.front().not_before;
+      const auto go = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return cancelled_ || queue_.empty() ||
+               queue_.front().not_before == absl::InfinitePast();
+      };
+      if (not_before > clock_->Now()) {
+        clock_->AwaitWithDeadline(&mu_, absl::Condition(&go), not_before);
+      }
+      if (cancelled_) return;
+      if (queue_.empty()) continue;
+      report = std::move(queue_.front().report);
       queue_.pop_front();
       sending_ = true;
     }

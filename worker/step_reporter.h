@@ -23,6 +23,18 @@
 // earlier_steps; Flush() sends what is held. The audit of a held step then
 // comes back up to k steps later, still before the next checkpoint vote.
 //
+// Such a world still ends every step at one moment on every rank (the
+// all-reduce), so each step W / k ranks (one phase) would report at once: a
+// burst the coordinator drains one report at a time while heartbeats and
+// stream messages wait behind it (bench/RESULTS.md, coordinator: 128
+// reports at 4,096 ranks took most of the 20 ms p99). ReportBatching's
+// spread_fraction spreads a phase's reports over that share of a step: the
+// i-th rank of its phase (i = rank / k) sends ReportSpreadDelay() after its
+// report falls due, a fraction i / ceil(W / k) of the window. The
+// coordinator's look-ahead (2k + 4 steps) hides far more than that delay;
+// Flush() sends at once, so checkpoint votes and the last step wait for
+// nothing.
+//
 //   StepReporter reporter(send, /*max_pending=*/8);
 //   RETURN_IF_ERROR(reporter.Report(std::move(request)));  // every step
 //   RETURN_IF_ERROR(reporter.Flush());  // before a checkpoint, at the end
@@ -42,16 +54,39 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
 #include "proto/worker.pb.h"
 
 namespace podtrain::worker {
 
 // How often reports go out: every `every_steps` steps, offset by `rank` so
-// the ranks of a world do not all report at the same step.
+// the ranks of a world do not all report at the same step; and, when
+// every_steps > 1, how far a rank's report waits within its step so that the
+// ranks reporting at the same step do not all send at the same moment.
 struct ReportBatching {
   int every_steps = 1;
   int rank = 0;
+  int world_size = 1;
+  // The share of a step (measured between Report() calls) a phase's
+  // reports are spread over; 0 sends each report as soon as it is due.
+  double spread_fraction = 0;
+  // Reads the time for the spread; RealClock() when null.
+  Clock* clock = nullptr;
 };
+
+// The spread window never exceeds this, so a job with minute-long steps does
+// not hold its audit back for half a minute: a burst of reports takes the
+// coordinator milliseconds, not seconds.
+inline constexpr absl::Duration kMaxReportSpreadWindow = absl::Seconds(1);
+
+// How long after it falls due `batching.rank`'s report waits, in a world
+// whose steps take `step_period`: spread_fraction x step_period (at most
+// kMaxReportSpreadWindow) x i / ceil(world_size / every_steps), with
+// i = rank / every_steps its place in its phase. Zero when every_steps <= 1.
+// bench/coordinator/coordinator_load.cc sends its simulated reports by it.
+absl::Duration ReportSpreadDelay(const ReportBatching& batching,
+                                 absl::Duration step_period);
 
 class StepReporter {
  public:
@@ -88,16 +123,32 @@ class StepReporter {
   void Cancel();
 
  private:
+  // A report due to be sent, not before `not_before` (InfinitePast once
+  // Flush() wants it sent).
+  struct Queued {
+    v1::ReportStepRequest report;
+    absl::Time not_before;
+  };
+
   void Run();
   bool Due(const v1::ReportStepRequest& report) const;
+  // When a report falling due now may go out. Updates the step period.
+  absl::Time NotBefore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Send send_;
   const int max_pending_;
   const Interrupt interrupt_;
   const ReportBatching batching_;
+  Clock* const clock_;
 
   absl::Mutex mu_;
-  std::deque<v1::ReportStepRequest> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
+  // When the last two Report() calls came: the step period is the shorter
+  // of the two latest intervals, so one long step (a checkpoint, an
+  // evaluation) does not stretch the spread.
+  absl::Time last_report_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Duration last_interval_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
+  absl::Duration step_period_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   // The newest step not yet due, carrying the older held ones.
   std::optional<v1::ReportStepRequest> held_ ABSL_GUARDED_BY(mu_);
   bool sending_ ABSL_GUARDED_BY(mu_) = false;  // one taken off queue_

@@ -9,6 +9,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 
 namespace podtrain::worker {
 namespace {
@@ -236,6 +237,169 @@ TEST(StepReporterTest, HeldStepsAreAuditedAndCancelledLikeOthers) {
   cancelled.Cancel();
   EXPECT_TRUE(absl::IsCancelled(cancelled.Flush()));
   EXPECT_EQ(sent.load(), 0);
+}
+
+TEST(ReportSpreadDelayTest, SpreadsAPhaseOverItsShareOfTheStep) {
+  // 4,096 ranks reporting every 32 steps: phases of 128 ranks.
+  ReportBatching batching{
+      .every_steps = 32, .rank = 0, .world_size = 4096, .spread_fraction = 0.5};
+  const absl::Duration step = absl::Milliseconds(512);
+  EXPECT_EQ(ReportSpreadDelay(batching, step), absl::ZeroDuration());
+  batching.rank = 31;  // also first of its phase
+  EXPECT_EQ(ReportSpreadDelay(batching, step), absl::ZeroDuration());
+  batching.rank = 32;  // second of phase 0
+  EXPECT_EQ(ReportSpreadDelay(batching, step), absl::Milliseconds(2));
+  batching.rank = 4095;  // last of phase 31
+  EXPECT_EQ(ReportSpreadDelay(batching, step), absl::Milliseconds(254));
+}
+
+TEST(ReportSpreadDelayTest, NoSpreadWhereEveryRankReportsEveryStep) {
+  ReportBatching batching{
+      .every_steps = 1, .rank = 7, .world_size = 8, .spread_fraction = 0.5};
+  EXPECT_EQ(ReportSpreadDelay(batching, absl::Seconds(1)),
+            absl::ZeroDuration());
+  batching = {.every_steps = 4, .rank = 7, .world_size = 8};  // fraction 0
+  EXPECT_EQ(ReportSpreadDelay(batching, absl::Seconds(1)),
+            absl::ZeroDuration());
+}
+
+TEST(ReportSpreadDelayTest, TheWindowIsCapped) {
+  const ReportBatching batching{
+      .every_steps = 2, .rank = 2, .world_size = 8, .spread_fraction = 0.5};
+  // Place 1 of 4: a quarter of min(30 s / 2, 1 s).
+  EXPECT_EQ(ReportSpreadDelay(batching, absl::Seconds(30)),
+            kMaxReportSpreadWindow / 4);
+}
+
+// Reports through a FakeClock, recording each send's time.
+class SpreadTest : public testing::Test {
+ protected:
+  StepReporter::Send Recorder() {
+    return [this](const v1::ReportStepRequest& report) {
+      absl::MutexLock lock(&mu_);
+      sent_.push_back({report.step(), clock_.Now()});
+      return absl::OkStatus();
+    };
+  }
+  // Waits (real time, bounded) until `count` reports were sent.
+  bool AwaitSent(size_t count) {
+    absl::MutexLock lock(&mu_);
+    const auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return sent_.size() >= count;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+  }
+  std::vector<std::pair<int64_t, absl::Time>> Sent() {
+    absl::MutexLock lock(&mu_);
+    return sent_;
+  }
+
+  const absl::Time start_ = absl::FromUnixSeconds(1000);
+  FakeClock clock_{start_};
+  absl::Mutex mu_;
+  std::vector<std::pair<int64_t, absl::Time>> sent_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(SpreadTest, ALaterRankOfItsPhaseSendsItsShareOfAStepLate) {
+  // 8 ranks every 2 steps: rank 5 is place 2 of 4, so it sends 2/4 of half
+  // a step (25 ms of 100) after its report falls due.
+  StepReporter reporter(Recorder(), /*max_pending=*/8, nullptr,
+                        ReportBatching{.every_steps = 2,
+                                       .rank = 5,
+                                       .world_size = 8,
+                                       .spread_fraction = 0.5,
+                                       .clock = &clock_});
+  // Step 0 is due ((0 + 1 + 5) % 2 == 0) before any period is known: at once.
+  ASSERT_TRUE(reporter.Report(Step(0)).ok());
+  ASSERT_TRUE(AwaitSent(1));
+  clock_.Advance(absl::Milliseconds(100));
+  ASSERT_TRUE(reporter.Report(Step(1)).ok());  // held
+  clock_.Advance(absl::Milliseconds(100));
+  const absl::Time due = clock_.Now();
+  ASSERT_TRUE(reporter.Report(Step(2)).ok());
+  // The sender waits on the clock; it cannot send before time moves.
+  clock_.BlockUntilWaiters(1);
+  EXPECT_EQ(Sent().size(), 1);
+  clock_.Advance(absl::Milliseconds(25));
+  ASSERT_TRUE(AwaitSent(2));
+  const auto sent = Sent();
+  EXPECT_EQ(sent[0], std::make_pair(int64_t{0}, start_));
+  EXPECT_EQ(sent[1].first, 2);
+  EXPECT_EQ(sent[1].second, due + absl::Milliseconds(25));
+}
+
+TEST_F(SpreadTest, TheFirstRankOfAPhaseSendsAtOnce) {
+  StepReporter reporter(Recorder(), /*max_pending=*/8, nullptr,
+                        ReportBatching{.every_steps = 2,
+                                       .rank = 1,
+                                       .world_size = 8,
+                                       .spread_fraction = 0.5,
+                                       .clock = &clock_});
+  for (int64_t step = 0; step < 3; ++step) {
+    clock_.Advance(absl::Milliseconds(100));
+    ASSERT_TRUE(reporter.Report(Step(step)).ok());
+  }
+  // Steps 0 and 2 fall due ((s + 1 + 1) % 2 == 0); no time passes after.
+  ASSERT_TRUE(AwaitSent(2));
+  EXPECT_EQ(Sent()[1], std::make_pair(int64_t{2}, clock_.Now()));
+}
+
+TEST_F(SpreadTest, FlushSendsADelayedReportAtOnce) {
+  StepReporter reporter(Recorder(), /*max_pending=*/8, nullptr,
+                        ReportBatching{.every_steps = 2,
+                                       .rank = 7,
+                                       .world_size = 8,
+                                       .spread_fraction = 0.5,
+                                       .clock = &clock_});
+  for (int64_t step = 0; step < 3; ++step) {
+    clock_.Advance(absl::Milliseconds(100));
+    ASSERT_TRUE(reporter.Report(Step(step)).ok());
+  }
+  // Step 2 fell due ((2 + 1 + 7) % 2 == 0) with a 37.5 ms delay; a checkpoint
+  // vote cannot wait for it.
+  ASSERT_TRUE(reporter.Flush().ok());
+  const auto sent = Sent();
+  ASSERT_EQ(sent.size(), 2);
+  EXPECT_EQ(sent[1], std::make_pair(int64_t{2}, clock_.Now()));
+}
+
+TEST_F(SpreadTest, OneLongStepDoesNotStretchTheSpread) {
+  StepReporter reporter(Recorder(), /*max_pending=*/8, nullptr,
+                        ReportBatching{.every_steps = 2,
+                                       .rank = 5,
+                                       .world_size = 8,
+                                       .spread_fraction = 0.5,
+                                       .clock = &clock_});
+  ASSERT_TRUE(reporter.Report(Step(0)).ok());
+  ASSERT_TRUE(AwaitSent(1));
+  clock_.Advance(absl::Milliseconds(100));
+  ASSERT_TRUE(reporter.Report(Step(1)).ok());
+  clock_.Advance(absl::Seconds(30));  // a checkpoint, say
+  const absl::Time due = clock_.Now();
+  ASSERT_TRUE(reporter.Report(Step(2)).ok());
+  clock_.BlockUntilWaiters(1);
+  clock_.Advance(absl::Milliseconds(25));  // the spread of a 100 ms step
+  ASSERT_TRUE(AwaitSent(2));
+  EXPECT_EQ(Sent()[1].second, due + absl::Milliseconds(25));
+}
+
+TEST_F(SpreadTest, CancelEndsTheWait) {
+  auto reporter =
+      std::make_unique<StepReporter>(Recorder(), /*max_pending=*/8, nullptr,
+                                     ReportBatching{.every_steps = 2,
+                                                    .rank = 5,
+                                                    .world_size = 8,
+                                                    .spread_fraction = 0.5,
+                                                    .clock = &clock_});
+  for (int64_t step = 0; step < 3; ++step) {
+    clock_.Advance(absl::Milliseconds(100));
+    ASSERT_TRUE(reporter->Report(Step(step)).ok());
+  }
+  clock_.BlockUntilWaiters(1);
+  reporter->Cancel();
+  EXPECT_TRUE(absl::IsCancelled(reporter->Flush()));
+  reporter.reset();  // joins the sender without time moving
+  EXPECT_EQ(Sent().size(), 1);
 }
 
 }  // namespace

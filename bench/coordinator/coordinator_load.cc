@@ -15,7 +15,10 @@
 // of the ids it was assigned, which the coordinator audits), one call in
 // flight at a time, as the agent does: every step in worlds of up to
 // --max_reports_per_step ranks, else every k = report_every_steps steps at
-// the rank's offset, one call carrying the k steps' digests.
+// the rank's offset, one call carrying the k steps' digests, sent
+// ReportSpreadDelay() after the step's end (worker/step_reporter.h: the
+// agent spreads the ranks reporting at one step over
+// --report_spread_fraction of it).
 //
 // Measured inside the window [T0 + warmup, T0 + warmup + duration):
 //   heartbeat     Heartbeat round trip (client-side, so it includes the time
@@ -73,6 +76,7 @@
 #include "proto/job.grpc.pb.h"
 #include "proto/worker.grpc.pb.h"
 #include "sampler/assignment.h"
+#include "worker/step_reporter.h"
 
 ABSL_FLAG(std::string, address, "", "the coordinator, host:port");
 ABSL_FLAG(int, coordinator_pid, 0, "its pid, for its CPU time");
@@ -83,6 +87,10 @@ ABSL_FLAG(int, threads, 2, "client threads (one completion queue each)");
 ABSL_FLAG(int, workers_per_channel, 1,
           "workers sharing one channel (TCP connection)");
 ABSL_FLAG(int, step_ms, 1000, "training step period P");
+ABSL_FLAG(double, report_spread_fraction, 0.5,
+          "the share of a step over which the ranks reporting at that step "
+          "send (as the agent: worker/agent.cc kReportSpreadFraction); 0 "
+          "sends every report at its step's end");
 ABSL_FLAG(int, examples_per_rank, 32, "global batch = this x workers");
 ABSL_FLAG(int, lookahead, 16, "the coordinator's --lookahead_steps");
 ABSL_FLAG(double, warmup_s, 3, "seconds after the first step before measuring");
@@ -106,6 +114,7 @@ enum class Kind {
   kStreamRead,
   kStreamFinish,
   kStepAlarm,
+  kReportAlarm,
   kReport,
   kStart,
   kCount,  // not a kind: how many there are
@@ -121,6 +130,12 @@ struct Tag {
 // What every thread records; merged at the end.
 struct Recorder {
   std::vector<double> heartbeat_ms, report_ms, assignment_ms;
+  // The client's own share of the latencies: how late each step-end alarm
+  // was handled (all N of them fall due at the same instant on 2 threads,
+  // where a real pod has a process per worker), and the heartbeats whose
+  // round trip stayed clear of that: neither sent within
+  // kStepEndShadow after a step end nor still out at the next.
+  std::vector<double> step_end_late_ms, heartbeat_clear_ms;
   int64_t stalls = 0, steps = 0;
   double stall_ms = 0;
   std::map<std::string, std::pair<int64_t, std::string>> errors;
@@ -182,6 +197,9 @@ struct Worker {
   int64_t next_step = 0;  // the step whose end we wait for
   grpc::Alarm step_alarm;
   bool step_alarm_set = false;
+  // Waiting for its thread's step tick instead of its own alarm (see
+  // Loop): a rank on the grid ends its step when every other does.
+  bool on_tick = false;
   absl::Duration lag;  // how far behind the world's grid this rank fell
   std::unique_ptr<grpc::ClientContext> report_context;
   v1::ReportStepResponse report_response;
@@ -189,11 +207,17 @@ struct Worker {
   std::unique_ptr<grpc::ClientAsyncResponseReader<v1::ReportStepResponse>>
       report_call;
   absl::Time report_sent;
+  grpc::Alarm report_alarm;  // the spread delay of a due report
+  bool report_alarm_set = false;
+  int64_t report_alarm_step = 0;  // the step it reports up to
   bool report_in_flight = false;
   int64_t unreported_from = 0;  // the first finished step not yet reported
   bool report_due = false;      // one fell due while the previous was in flight
   bool done = false;
 };
+
+// See Recorder::heartbeat_clear_ms.
+constexpr absl::Duration kStepEndShadow = absl::Milliseconds(40);
 
 // Shared by every thread: when each step's reports were sent.
 class ReportLedger {
@@ -225,6 +249,7 @@ struct Shared {
   int workers = 0;
   int64_t global_batch = 0;
   absl::Duration step;
+  double report_spread_fraction = 0;
   int lookahead = 16;
   absl::Duration ramp;
   std::atomic<int> joined{0};  // successful joins (rejoins too)
@@ -398,11 +423,21 @@ void SendReport(Worker& w, int64_t last) {
                         w.tag(Kind::kReport));
 }
 
+// A report up to `last` fell due: sent now, or when the one in flight
+// returns (one call in flight at a time, as the agent's StepReporter).
+void DueReport(Worker& w, int64_t last) {
+  if (w.report_in_flight) {
+    w.report_due = true;  // sent when the last returns
+  } else {
+    SendReport(w, last);
+  }
+}
+
 // Waits for the end of step next_step if its assignment is here; a step
 // whose assignment came late starts late (a stall) and the rank falls
 // behind the grid by as much.
 void MaybeStartStep(Worker& w) {
-  if (w.step_alarm_set || shared->stopping ||
+  if (w.step_alarm_set || w.on_tick || shared->stopping ||
       shared->grid_generation.load() != w.generation) {
     return;
   }
@@ -417,8 +452,12 @@ void MaybeStartStep(Worker& w) {
     }
     w.lag += arrived - start;
   }
-  w.step_alarm_set = true;
-  SetAlarm(w, w.step_alarm, StepEnd(w, w.next_step), Kind::kStepAlarm);
+  if (w.lag == absl::ZeroDuration()) {
+    w.on_tick = true;
+  } else {
+    w.step_alarm_set = true;
+    SetAlarm(w, w.step_alarm, StepEnd(w, w.next_step), Kind::kStepAlarm);
+  }
 }
 
 // A stream message: its steps, and how late it came. It could leave the
@@ -453,8 +492,40 @@ void Teardown(Worker& w) {
   if (w.start_alarm_set) w.start_alarm.Cancel();
   if (w.heartbeat_alarm_set) w.heartbeat_alarm.Cancel();
   if (w.step_alarm_set) w.step_alarm.Cancel();
+  w.on_tick = false;
+  if (w.report_alarm_set) w.report_alarm.Cancel();
   if (w.stream_context != nullptr) w.stream_context->TryCancel();
   if (w.join_context != nullptr) w.join_context->TryCancel();
+}
+
+// Step next_step ended for `w` (its own alarm or its thread's tick).
+void StepEnded(Worker& w) {
+  ++w.recorder->steps;
+  if (shared->InWindow(StepEnd(w, w.next_step))) {
+    w.recorder->step_end_late_ms.push_back(
+        absl::ToDoubleMilliseconds(absl::Now() - StepEnd(w, w.next_step)));
+  }
+  // Due every report_every steps, at this rank's offset (the agent's
+  // StepReporter), or at the job's last step.
+  if (w.next_step + 1 == w.join_response.total_steps()) {
+    DueReport(w, w.next_step);  // the agent's Flush(): no spread
+  } else if ((w.next_step + 1 + w.rank) % w.report_every == 0) {
+    const absl::Duration delay = worker::ReportSpreadDelay(
+        {.every_steps = w.report_every,
+         .rank = w.rank,
+         .world_size = shared->workers,
+         .spread_fraction = shared->report_spread_fraction},
+        shared->step);
+    if (delay > absl::ZeroDuration() && !w.report_alarm_set) {
+      w.report_alarm_set = true;
+      w.report_alarm_step = w.next_step;
+      SetAlarm(w, w.report_alarm, absl::Now() + delay, Kind::kReportAlarm);
+    } else {
+      DueReport(w, w.next_step);
+    }
+  }
+  ++w.next_step;
+  MaybeStartStep(w);
 }
 
 void Handle(Worker& w, Kind kind, bool ok) {
@@ -543,8 +614,15 @@ void Handle(Worker& w, Kind kind, bool ok) {
         }
       }
       if (shared->InWindow(w.heartbeat_sent)) {
-        w.recorder->heartbeat_ms.push_back(
-            absl::ToDoubleMilliseconds(absl::Now() - w.heartbeat_sent));
+        const absl::Time now = absl::Now();
+        const double ms = absl::ToDoubleMilliseconds(now - w.heartbeat_sent);
+        w.recorder->heartbeat_ms.push_back(ms);
+        const absl::Duration into_step =
+            (w.heartbeat_sent - shared->t0()) % shared->step;
+        if (into_step >= kStepEndShadow &&
+            into_step + (now - w.heartbeat_sent) < shared->step) {
+          w.recorder->heartbeat_clear_ms.push_back(ms);
+        }
       }
       if (w.heartbeat_response.heartbeat_interval_ms() > 0) {  // as the agent
         w.heartbeat_interval =
@@ -580,6 +658,8 @@ void Handle(Worker& w, Kind kind, bool ok) {
       Count(w, "StreamAssignments", w.stream_status);
       shared->in_generation[w.index] = 0;
       if (w.step_alarm_set) w.step_alarm.Cancel();
+      w.on_tick = false;
+      if (w.report_alarm_set) w.report_alarm.Cancel();
       w.assignments.clear();
       w.report_due = false;
       if (w.stream_status.error_code() == grpc::StatusCode::NOT_FOUND) {
@@ -591,19 +671,12 @@ void Handle(Worker& w, Kind kind, bool ok) {
     case Kind::kStepAlarm:
       w.step_alarm_set = false;
       if (!ok || stopping || !w.stream_open) return;
-      ++w.recorder->steps;
-      // Due every report_every steps, at this rank's offset (the agent's
-      // StepReporter), or at the job's last step.
-      if ((w.next_step + 1 + w.rank) % w.report_every == 0 ||
-          w.next_step + 1 == w.join_response.total_steps()) {
-        if (w.report_in_flight) {
-          w.report_due = true;  // sent when the last returns
-        } else {
-          SendReport(w, w.next_step);
-        }
-      }
-      ++w.next_step;
-      MaybeStartStep(w);
+      StepEnded(w);
+      return;
+    case Kind::kReportAlarm:
+      w.report_alarm_set = false;
+      if (!ok || stopping || !w.stream_open) return;
+      DueReport(w, w.report_alarm_step);
       return;
     case Kind::kReport:
       w.report_in_flight = false;
@@ -621,13 +694,36 @@ void Handle(Worker& w, Kind kind, bool ok) {
   }
 }
 
+// The first step end of the world's grid after `now`.
+absl::Time NextStepEnd(absl::Time now) {
+  const absl::Time t0 = shared->t0();
+  if (now < t0) return t0 + shared->step;
+  absl::Duration into_step;
+  const int64_t done = absl::IDivDuration(now - t0, shared->step, &into_step);
+  return t0 + (done + 1) * shared->step;
+}
+
 // One client thread: its workers' events, until they have all been torn
 // down and nothing is pending.
+//
+// The ranks still on the world's step grid (never stalled) all end a step
+// at the same instant; one alarm per thread (the step tick) ends it for
+// them in one pass, where an alarm per rank cost this client ~60 ms per
+// step boundary at 4,096 ranks on 2 threads ("step-end alarm handled
+// late"), in which time no reply to any rank was read. A rank that fell
+// behind the grid keeps its own alarm.
 void Loop(grpc::CompletionQueue* cq, std::vector<Worker*> workers,
           int* outstanding, absl::Time stop_at, Recorder* recorder) {
   grpc::Alarm stop_alarm;
   Tag stop_tag{nullptr, Kind::kCount};
   stop_alarm.Set(cq, absl::ToChronoTime(stop_at), &stop_tag);
+  grpc::Alarm tick_alarm;
+  Tag tick_tag{nullptr, Kind::kStepAlarm};
+  bool tick_set = false;
+  const auto set_tick = [&] {
+    tick_set = true;
+    tick_alarm.Set(cq, absl::ToChronoTime(NextStepEnd(absl::Now())), &tick_tag);
+  };
   // Processes start over --ramp_s, as a pod's workers come up.
   const absl::Time now = absl::Now();
   for (Worker* w : workers) {
@@ -643,6 +739,19 @@ void Loop(grpc::CompletionQueue* cq, std::vector<Worker*> workers,
     if (tag->worker == nullptr && tag->kind == Kind::kStart) {
       // The world's step grid is set: start stepping.
       for (Worker* w : workers) MaybeStartStep(*w);
+      if (!tick_set) set_tick();
+    } else if (tag == &tick_tag) {
+      tick_set = false;
+      if (ok && !shared->stopping) {
+        const absl::Time now = absl::Now();
+        for (Worker* w : workers) {
+          if (w->on_tick && StepEnd(*w, w->next_step) <= now) {
+            w->on_tick = false;
+            if (w->stream_open) StepEnded(*w);
+          }
+        }
+        set_tick();
+      }
     } else if (tag->worker == nullptr) {  // a stop alarm
       shared->stopping = true;
     } else {
@@ -651,8 +760,9 @@ void Loop(grpc::CompletionQueue* cq, std::vector<Worker*> workers,
     if (shared->stopping && !torn_down) {
       torn_down = true;
       for (Worker* w : workers) Teardown(*w);
+      if (tick_set) tick_alarm.Cancel();
     }
-    if (torn_down && *outstanding == 0) break;
+    if (torn_down && *outstanding == 0 && !tick_set) break;
   }
   (void)recorder;
 }
@@ -764,6 +874,7 @@ absl::Status Run() {
   for (int i = 0; i < n; ++i) state.in_generation[i] = 0;
   state.global_batch = spec.global_batch();
   state.step = absl::Milliseconds(absl::GetFlag(FLAGS_step_ms));
+  state.report_spread_fraction = absl::GetFlag(FLAGS_report_spread_fraction);
   state.lookahead = absl::GetFlag(FLAGS_lookahead);
   state.ramp = absl::Seconds(absl::GetFlag(FLAGS_ramp_s) >= 0
                                  ? absl::GetFlag(FLAGS_ramp_s)
@@ -944,6 +1055,12 @@ absl::Status Run() {
                          r.report_ms.end());
     all.assignment_ms.insert(all.assignment_ms.end(), r.assignment_ms.begin(),
                              r.assignment_ms.end());
+    all.step_end_late_ms.insert(all.step_end_late_ms.end(),
+                                r.step_end_late_ms.begin(),
+                                r.step_end_late_ms.end());
+    all.heartbeat_clear_ms.insert(all.heartbeat_clear_ms.end(),
+                                  r.heartbeat_clear_ms.begin(),
+                                  r.heartbeat_clear_ms.end());
     all.stalls += r.stalls;
     all.stall_ms += r.stall_ms;
     all.steps += r.steps;
@@ -1007,9 +1124,19 @@ absl::Status Run() {
       "| assignment delivery after availability | %.2f | %.2f | %.2f |\n"
       "| step report round trip | %.2f | %.2f | %.2f |\n"
       "| probe heartbeat round trip (own thread and connection, 10/s) | "
+      "%.2f | %.2f | %.2f |\n"
+      "| client: heartbeat round trip clear of step ends (%zu of them) | "
+      "%.2f | %.2f | %.2f |\n"
+      "| client: step-end alarm handled late (every simulated rank) | "
       "%.2f | %.2f | %.2f |\n\n",
       hb50, hb99, hbmax, as50, as99, asmax, rp50, rp99,
-      Percentile(all.report_ms, 1.0), pr50, pr99, Percentile(probe_ms, 1.0));
+      Percentile(all.report_ms, 1.0), pr50, pr99, Percentile(probe_ms, 1.0),
+      all.heartbeat_clear_ms.size(), Percentile(all.heartbeat_clear_ms, 0.5),
+      Percentile(all.heartbeat_clear_ms, 0.99),
+      Percentile(all.heartbeat_clear_ms, 1.0),
+      Percentile(all.step_end_late_ms, 0.5),
+      Percentile(all.step_end_late_ms, 0.99),
+      Percentile(all.step_end_late_ms, 1.0));
   int64_t error_count = 0;
   for (const auto& [what, error] : all.errors) error_count += error.first;
   std::printf(
@@ -1017,9 +1144,12 @@ absl::Status Run() {
       "assignment_p50_ms=%.3f assignment_p99_ms=%.3f report_p50_ms=%.3f "
       "report_p99_ms=%.3f probe_p50_ms=%.3f probe_p99_ms=%.3f "
       "coordinator_cores=%.3f client_cores=%.3f "
+      "heartbeat_clear_p99_ms=%.3f step_end_late_p99_ms=%.3f "
       "stalls=%lld errors=%lld broken_forming=%lld generation_changes=%lld\n",
       n, formed ? 1 : 0, hb50, hb99, as50, as99, rp50, rp99, pr50, pr99,
       coordinator_cpu / duration, client_cpu / duration,
+      Percentile(all.heartbeat_clear_ms, 0.99),
+      Percentile(all.step_end_late_ms, 0.99),
       static_cast<long long>(all.stalls), static_cast<long long>(error_count),
       static_cast<long long>(broken_forming),
       static_cast<long long>(generation_changes));
