@@ -19,7 +19,9 @@ constexpr absl::Duration kStreamSlice = absl::Milliseconds(500);
 // Steps one stream message carries at most (a world's first message holds
 // the whole look-ahead; later ones report_every_steps each).
 constexpr int64_t kMaxStepsPerMessage = 64;
-
+// Streams one hold of the coordinator's lock fetches for at most, so that a
+// world forming (every stream at once) does not hold it for long.
+constexpr size_t kMaxFetchesPerLock = 256;
 // The earlier of the client's deadline and now + `most`. Blocking calls
 // return DEADLINE_EXCEEDED at this point and the client calls again.
 absl::Time CallDeadline(const grpc::ServerContext* context,
@@ -255,10 +257,29 @@ class AssignmentStreams::Stream
   bool Wants(int64_t horizon) const { return wake_horizon_.load() <= horizon; }
   const std::shared_ptr<Stream>& self() const { return self_; }
 
-  // On the pump: fetch what the coordinator has now for this stream and
-  // start writing it, or end the stream; nothing while a write is in
-  // flight (its completion asks again).
-  void Fetch() {
+  // On the pump, with the other ready streams (Pump): BeginFetch says what
+  // to ask the coordinator for (nothing while a write is in flight, whose
+  // completion asks again, or once the stream is ending); EndFetch starts
+  // writing the answer, or ends the stream. Between the two the stream's
+  // lock is free, so OnCancel may end it; EndFetch then drops the answer.
+  std::optional<coordinator::Coordinator::AssignmentFetch> BeginFetch() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_ || finished_ || writing_) return std::nullopt;
+      if (!cancelled_) {
+        coordinator::Coordinator::AssignmentFetch fetch;
+        fetch.request = next_;
+        fetch.continuation = continuation_;
+        fetch.wake_horizon = &wake_horizon_;
+        return fetch;
+      }
+      finished_ = true;
+    }
+    Finish(grpc::Status::CANCELLED);
+    return std::nullopt;
+  }
+
+  void EndFetch(absl::StatusOr<std::vector<v1::StepAssignment>> assignments) {
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
@@ -266,27 +287,23 @@ class AssignmentStreams::Stream
       if (cancelled_) {
         finished_ = true;
         finish = grpc::Status::CANCELLED;
+      } else if (absl::IsDeadlineExceeded(assignments.status())) {
+        return;  // later: its wake horizon is set
+      } else if (!assignments.ok()) {
+        finished_ = true;
+        finish = ToGrpcStatus(assignments.status());
+      } else if (assignments->empty()) {  // the job's last step
+        finished_ = true;
+        finish = grpc::Status::OK;
       } else {
-        auto assignments = owner_->coordinator_->NextAssignments(
-            next_, kMaxStepsPerMessage, absl::InfinitePast(), continuation_,
-            &wake_horizon_);
-        if (absl::IsDeadlineExceeded(assignments.status())) return;  // later
-        if (!assignments.ok()) {
-          finished_ = true;
-          finish = ToGrpcStatus(assignments.status());
-        } else if (assignments->empty()) {  // the job's last step
-          finished_ = true;
-          finish = grpc::Status::OK;
-        } else {
-          next_.set_from_step(assignments->back().step() + 1);
-          continuation_ = true;
-          wake_horizon_.store(0);
-          message_.clear_assignments();
-          for (v1::StepAssignment& assignment : *assignments) {
-            *message_.add_assignments() = std::move(assignment);
-          }
-          writing_ = true;
+        next_.set_from_step(assignments->back().step() + 1);
+        continuation_ = true;
+        wake_horizon_.store(0);
+        message_.clear_assignments();
+        for (v1::StepAssignment& assignment : *assignments) {
+          *message_.add_assignments() = std::move(assignment);
         }
+        writing_ = true;
       }
     }
     // Outside the lock: gRPC may run a reaction on this thread. message_
@@ -340,7 +357,7 @@ class AssignmentStreams::Stream
   absl::Mutex mu_;
   v1::StreamAssignmentsRequest next_ ABSL_GUARDED_BY(mu_);
   bool continuation_ ABSL_GUARDED_BY(mu_) = false;
-  v1::StepAssignments message_;  // written by Fetch, in flight while writing_
+  v1::StepAssignments message_;  // set by EndFetch, in flight while writing_
   // The horizon that releases its next message (0: unknown, fetch on any
   // change); set by the coordinator under its lock when a fetch finds
   // nothing, so no move of the horizon after that fetch is missed.
@@ -409,6 +426,28 @@ void AssignmentStreams::Remove(const std::shared_ptr<Stream>& stream) {
   }
 }
 
+void AssignmentStreams::FetchAll(
+    const std::vector<std::shared_ptr<Stream>>& batch) {
+  std::vector<Stream*> asking;
+  std::vector<coordinator::Coordinator::AssignmentFetch> fetches;
+  for (size_t begin = 0; begin < batch.size(); begin += kMaxFetchesPerLock) {
+    asking.clear();
+    fetches.clear();
+    const size_t end = std::min(batch.size(), begin + kMaxFetchesPerLock);
+    for (size_t i = begin; i < end; ++i) {
+      auto fetch = batch[i]->BeginFetch();
+      if (!fetch.has_value()) continue;
+      asking.push_back(batch[i].get());
+      fetches.push_back(*std::move(fetch));
+    }
+    if (fetches.empty()) continue;
+    coordinator_->NextAssignmentsBatch(fetches, kMaxStepsPerMessage);
+    for (size_t i = 0; i < asking.size(); ++i) {
+      asking[i]->EndFetch(std::move(fetches[i].result));
+    }
+  }
+}
+
 void AssignmentStreams::Pump() {
   while (true) {
     std::vector<std::shared_ptr<Stream>> batch;
@@ -438,7 +477,10 @@ void AssignmentStreams::Pump() {
       all_changed_ = false;
       changed_jobs_.clear();
     }
-    for (const std::shared_ptr<Stream>& stream : batch) stream->Fetch();
+    // A stream both ready and woken by the horizon is fetched once.
+    std::sort(batch.begin(), batch.end());
+    batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
+    FetchAll(batch);
   }
 }
 

@@ -76,8 +76,9 @@ class JobServiceImpl final : public v1::JobService::Service {
 // Serves every StreamAssignments call with one thread: each stream is a
 // gRPC callback reactor, and a "pump" thread, told by the coordinator which
 // job's assignments may have changed (Coordinator::SetAssignmentListener),
-// fetches what each idle stream of that job may now send (NextAssignments
-// without waiting) and starts its writes; gRPC's own threads carry them out.
+// fetches what each idle stream of that job may now send (all of them
+// under one hold of the coordinator's lock: NextAssignmentsBatch) and
+// starts their writes; gRPC's own threads carry them out.
 // Each fetch is one message of up to 64 steps (as many as the look-ahead
 // and the world's report interval let out; see StepAssignments); the
 // worker's request counts as its progress and the stream's later fetches
@@ -107,6 +108,9 @@ class AssignmentStreams {
   // horizon moved to `horizon` (or Coordinator::kAnyChange).
   void JobChanged(const std::string& job, int64_t horizon);
   void MarkReady(std::shared_ptr<Stream> stream);
+  // On the pump: what each of `batch` may send now, asked of the
+  // coordinator in as few holds of its lock as kMaxFetchesPerLock allows.
+  void FetchAll(const std::vector<std::shared_ptr<Stream>>& batch);
   void Remove(const std::shared_ptr<Stream>& stream);
   void Pump();
 
