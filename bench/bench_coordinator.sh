@@ -35,7 +35,7 @@ echo "== build (optimized)"
 bench_build //coordinator:podtrain-coordinator //bench/coordinator:coordinator_load || exit 1
 
 # run LABEL WORKERS WARMUP_S [coordinator flags...]: one coordinator, one
-# load. A world reporting every k steps sends its first reports at steps
+# load ($LOAD_FLAGS: extra load-generator flags). A world reporting every k steps sends its first reports at steps
 # 0 to k - 1 (one step a second) and the look-ahead moves only after them:
 # the warm-up must be longer than k s.
 run() {
@@ -60,7 +60,7 @@ run() {
   echo "== $label: $workers workers, coordinator flags: ${*:-(defaults)}"
   "$BENCH_BIN/bench/coordinator/coordinator_load" --address="127.0.0.1:$(cat "$dir/port")" \
     --coordinator_pid="$pid" --workers="$workers" --dir="$dir" --warmup_s="$warmup" \
-    --duration_s=8 --join_timeout_s=45 >"$dir/report.md" 2>"$dir/load.log"
+    --duration_s=8 --join_timeout_s=45 ${LOAD_FLAGS:-} >"$dir/report.md" 2>"$dir/load.log"
   local status=$?
   kill "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
@@ -73,7 +73,7 @@ run n256 256 20
 run n1024 1024 20
 run n4096 4096 44
 run n4096_unbounded 4096 44 --max_heartbeats_per_second=0
-run n4096_k16 4096 28 --max_reports_per_step=256
+LOAD_FLAGS=--report_spread_fraction=0 run n4096_no_spread 4096 44
 run n4096_every_step 4096 20 --max_reports_per_step=0
 
 field() {  # field LABEL NAME
@@ -83,7 +83,8 @@ row() {  # row LABEL DESCRIPTION
   local f
   printf '| %s ' "$2"
   for f in heartbeat_p50_ms heartbeat_p99_ms assignment_p50_ms assignment_p99_ms \
-    report_p50_ms report_p99_ms probe_p99_ms coordinator_cores client_cores; do
+    report_p50_ms report_p99_ms probe_p99_ms step_end_late_p99_ms coordinator_cores \
+    client_cores; do
     printf '| %s ' "$(field "$1" "$f")"
   done
   printf '| %s |\n' "$(field "$1" errors)"
@@ -125,7 +126,10 @@ fi
   echo "reports as the agent sends them (one in flight per worker; every step in"
   echo "worlds of up to --max_reports_per_step = 128 ranks, above that every"
   echo "k = ceil(N / 128) steps at the rank's own offset, one call carrying the k"
-  echo "steps' digests: k = 2 at 256 workers, 8 at 1,024, 32 at 4,096), assignments k steps"
+  echo "steps' digests: k = 2 at 256 workers, 8 at 1,024, 32 at 4,096, and, as the"
+  echo "agent does since 2026-12-07, the ranks reporting at the same step spread over"
+  echo "half of it: the i-th of them sends i / (N / k) x 500 ms after the step ends,"
+  echo "worker/step_reporter.h ReportSpreadDelay), assignments k steps"
   echo "a stream message; workers start over 1 s per 1,024 (a pod coming up); heartbeats at"
   echo "the interval the coordinator hands out, one in flight per worker: 300 ms"
   echo "with a 3 s lease up to 600 workers, above that stretched so the pool sends at"
@@ -140,37 +144,48 @@ fi
   echo "BENCH line's peer is the target, 20 ms, and podtrain is the worse p99 of"
   echo "heartbeats and assignments at 4,096 workers, default flags."
   echo
-  echo "| run | heartbeat p50 ms | heartbeat p99 ms | assignment p50 ms | assignment p99 ms | report p50 ms | report p99 ms | probe heartbeat p99 ms | coordinator cores | client cores | errors |"
-  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  echo "| run | heartbeat p50 ms | heartbeat p99 ms | assignment p50 ms | assignment p99 ms | report p50 ms | report p99 ms | probe heartbeat p99 ms | client step-end lag p99 ms | coordinator cores | client cores | errors |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   row n256 "256 workers"
   row n1024 "1,024 workers"
   row n4096 "4,096 workers"
   row n4096_unbounded "4,096 workers, heartbeat bound off (300 ms each, 13,653/s)"
-  row n4096_k16 "4,096 workers, --max_reports_per_step=256 (k = 16, the default before 2026-12-07)"
+  row n4096_no_spread "4,096 workers, reports sent as the step ends (load generator --report_spread_fraction=0: the agent before 2026-12-07)"
   row n4096_every_step "4,096 workers, every rank reports every step (--max_reports_per_step=0)"
   echo
   echo "Probe: one extra worker heartbeating 10 times a second from its own thread"
   echo "and connection, so its round trips do not queue behind the load generator's"
   echo "own backlog. Errors during world formation are leases that ran out before"
   echo "the world formed (the simulated worker registers again, as the agent does)."
+  echo "Client step-end lag: how late the load generator handled the end of each"
+  echo "rank's step. Every rank of a lockstep world ends its step at the same instant,"
+  echo "which in a real pod happens in N processes at once and here on 2 threads; the"
+  echo "ranks still on the grid end theirs in one pass per thread (until 2026-12-07"
+  echo "one alarm per rank: p99 ~60 ms at 4,096, in which the client read no reply,"
+  echo "which showed up as heartbeat p99). Each run's section also gives the"
+  echo "heartbeat round trips clear of step ends."
   echo
   echo "Largest N with p99 < 20 ms for both heartbeats and assignments: $largest_met."
   echo
   if [[ "$met" != yes ]]; then
     echo "Why 4,096 workers miss the target in this run: a world of 4,096 reports"
-    echo "every k = 32 steps at staggered offsets and gets 32 steps a stream message,"
-    echo "so a step boundary brings 128 reports and 128 messages (4,096 of each in the"
-    echo "--max_reports_per_step=0 row, 256 in the k = 16 row), and the pump only"
-    echo "fetches for the streams a move of the horizon releases something for. What"
-    echo "is left is that burst draining through the coordinator and the load"
-    echo "generator sharing 2 cores, with 2,000 heartbeats a second on top:"
-    echo "$(per_message n4096). Earlier profile (perf record -g, every"
-    echo "rank reporting every step, 2026-12-06, commit ceae95c): kernel 59 % (loopback"
-    echo "TCP and futex wake-ups), libgrpc 25 %, podtrain's own code 5 %. Next:"
-    echo "spreading each phase's reports over the step, or fewer, larger writes."
+    echo "every k = 32 steps at staggered offsets and gets 32 steps a stream message."
+    echo "Each step, once the last of the 128 ranks whose reports hold the slowest"
+    echo "step back has reported, the horizon moves and 128 messages (131,072 example"
+    echo "ids) go out at once; assignment latency is measured from that last report."
+    echo "Spread reports no longer queue (report p99 against the no-spread row), but"
+    echo "that fan-out remains: instrumented hand runs on 2026-12-07 timed one pump"
+    echo "pass of 128 messages at 3-10 ms to draw the ids and 5-20 ms of gRPC"
+    echo "StartWrite, on 2 cores shared with the load generator and 2,000 heartbeats"
+    echo "a second: $(per_message n4096). perf (2026-12-07, cpu-clock):"
+    echo "the coordinator's two gRPC callback threads take ~77 % of its samples, the"
+    echo "kernel (context switches, futex wake-ups, loopback TCP) ~47 %, podtrain's own"
+    echo "code under 10 %. Next: fewer bytes per step on the stream (the ids of a"
+    echo "rank's k steps are k ranges of one keyed permutation, which the worker could"
+    echo "expand itself), or a machine where the load generator has its own cores."
     echo
   fi
-  for label in n256 n1024 n4096 n4096_unbounded n4096_k16 n4096_every_step; do
+  for label in n256 n1024 n4096 n4096_unbounded n4096_no_spread n4096_every_step; do
     [[ -f "$out/$label/report.md" ]] || continue
     echo "#### Run $label"
     echo
