@@ -332,6 +332,28 @@ def main():
     w("Targets at world 2: >= %.1fx DDP: %s (%s); >= %.0f %% of the fp32 limit: %s (%s)." % (
         TARGET_RATIO, "met" if met_ratio else "missed", fmt(ratio, "%.2fx"),
         100 * TARGET_PEAK, "met" if met_peak else "missed", fmt(f2 and 100 * f2, "%.0f %%")))
+    if not met_peak and ceiling[2] and peak[2]:
+        # Where the fp32 target is missed: how far the bare step itself gets
+        # on this machine, and what the exposed all-reduce costs.
+        bare = ceiling[2] * FLOPS_PER_EXAMPLE / (peak[2] * 1e9)
+        exposed = (prof[2][0] or {}).get("allreduce_exposed") if prof[2] else None
+        why = ("Why the fp32 target is missed: the bare training step, with no data, "
+               "communication or framework, reaches %.0f %% of this machine's fp32 "
+               "limit at world 2" % (100 * bare))
+        if bare < TARGET_PEAK:
+            why += (", below the %.0f %% target, so no framework could meet it here (the "
+                    "GEMM peak is square n = 2048; the MLP's own shapes and the "
+                    "elementwise work of a step run slower)" % (100 * TARGET_PEAK))
+        if exposed is not None and wall[2]:
+            step = wall[2]
+            why += ("; podtrain's step is %.2f ms, of which %.2f ms on rank 0 is gradient "
+                    "all-reduce not hidden behind backward (the allreduce benchmark times "
+                    "the all-reduce alone on this machine); without that wait the rate "
+                    "would be %.0f examples/s, %.0f %% of the limit" % (
+                        step, exposed, 1000 * GLOBAL_BATCH / max(step - exposed, 1e-9),
+                        100 * (1000 * GLOBAL_BATCH / max(step - exposed, 1e-9)) *
+                        FLOPS_PER_EXAMPLE / (peak[2] * 1e9)))
+        w(why + ".")
     every = [r.get("test_accuracy") for w in (1, 2) for r in pod_rounds[w] + ddp_rounds[w]
              if r and r.get("test_accuracy") is not None]
     if len(acc) == 2 and None not in acc:
