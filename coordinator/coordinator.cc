@@ -762,81 +762,78 @@ absl::StatusOr<Coordinator::AssignmentPlan> Coordinator::PlanAssignments(
     const v1::StreamAssignmentsRequest& request, int64_t max_steps,
     absl::Time deadline, bool continuation,
     std::atomic<int64_t>* wake_horizon) {
-  AssignmentPlan plan;
-  int64_t& generation = plan.generation;
-  int64_t& from = plan.from;
-  int32_t& rank = plan.rank;
-  {
-    RETURN_IF_ERROR(
-        AuthenticWorker(request.worker_id(), request.incarnation()).status());
-    ASSIGN_OR_RETURN(auto membership,
-                     MemberOf(request.worker_id(), request.generation()));
-    const std::string name = membership.first->name;
-    generation = request.generation();
-    from = request.from_step();
-    if (from < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("from_step: must be >= 0, got ", from));
-    }
-    // A rank asking from step s has trained every step before it: count that
-    // as progress, so a rank reconnecting after a coordinator restart (whose
-    // reports were soft state) is not held behind its own position. Not for a
-    // stream's continuation: those steps were only handed out.
-    JobRuntime& runtime = Runtime(*membership.first);
-    if (!continuation) NoteProgress(runtime, membership.second, from - 1);
-    // The horizon: the slowest rank's next step plus the look-ahead. In a
-    // world that reports every k > 1 steps, this rank's messages end at steps
-    // t with (t + rank) % k == 0 (exclusive), so each advance of the horizon
-    // releases a message of k steps to 1/k of the ranks, not one step to all.
-    rank = membership.second;
-    const auto stop = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      const int64_t horizon = Horizon(*state_.FindJob(name), runtime);
-      const int64_t k = runtime.report_every_steps;
-      if (k <= 1 || horizon >= runtime.total_steps) return horizon;
-      return horizon - (horizon + rank) % k;
-    };
-    const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      const JobRecord* job = state_.FindJob(name);
-      return job->generation != generation || job->finished() ||
-             runtime.rendezvous_open || from < stop() ||
-             from >= runtime.total_steps || shutting_down_;
-    };
-    // A caller that does not wait (the stream pump) must not give up the
-    // lock either: a wait with a deadline already past still releases and
-    // retakes it, which behind a queue of heartbeats cost the pump ~100 us
-    // per stream at 4,096 workers.
-    while (!ready() && deadline > clock_->Now()) {
-      if (clock_->WaitWithDeadline(&mu_, &runtime.assignments_changed,
-                                   deadline)) {
-        break;
-      }
-    }
-    if (shutting_down_) return ShuttingDown();
-    ASSIGN_OR_RETURN(membership, MemberOf(request.worker_id(), generation));
-    const JobRecord& job = *membership.first;
-    if (runtime.rendezvous_open) {
-      return absl::AbortedError(
-          absl::StrCat(name, ": generation ", generation, " is ending (",
-                       runtime.rendezvous_reason, "); rejoin"));
-    }
-    plan.end = std::min(stop(), from + max_steps);
-    if (from >= plan.end && from < runtime.total_steps) {
-      if (wake_horizon != nullptr) {
-        // The first horizon at which stop() passes `from`: the next step
-        // boundary t > from of this rank's messages, or the job's end.
-        const int64_t k = runtime.report_every_steps;
-        int64_t t = from + 1;
-        if (k > 1) t += (k - (t + rank) % k) % k;
-        wake_horizon->store(std::min(t, runtime.total_steps));
-      }
-      return absl::DeadlineExceededError(absl::StrCat(
-          "no assignment within the look-ahead for step ", from, " yet"));
-    }
-    plan.sampler = runtime.sampler;
-    plan.global_batch = job.spec.global_batch();
-    plan.world = static_cast<int64_t>(job.members.size());
+  RETURN_IF_ERROR(
+      AuthenticWorker(request.worker_id(), request.incarnation()).status());
+  ASSIGN_OR_RETURN(auto membership,
+                   MemberOf(request.worker_id(), request.generation()));
+  const std::string name = membership.first->name;
+  const int64_t generation = request.generation();
+  const int64_t from = request.from_step();
+  if (from < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("from_step: must be >= 0, got ", from));
   }
-  return plan;
+  // A rank asking from step s has trained every step before it: count that
+  // as progress, so a rank reconnecting after a coordinator restart (whose
+  // reports were soft state) is not held behind its own position. Not for a
+  // stream's continuation: those steps were only handed out.
+  JobRuntime& runtime = Runtime(*membership.first);
+  if (!continuation) NoteProgress(runtime, membership.second, from - 1);
+  // The horizon: the slowest rank's next step plus the look-ahead. In a
+  // world that reports every k > 1 steps, this rank's messages end at steps
+  // t with (t + rank) % k == 0 (exclusive), so each advance of the horizon
+  // releases a message of k steps to 1/k of the ranks, not one step to all.
+  const int32_t rank = membership.second;
+  const auto stop = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const int64_t horizon = Horizon(*state_.FindJob(name), runtime);
+    const int64_t k = runtime.report_every_steps;
+    if (k <= 1 || horizon >= runtime.total_steps) return horizon;
+    return horizon - (horizon + rank) % k;
+  };
+  const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const JobRecord* job = state_.FindJob(name);
+    return job->generation != generation || job->finished() ||
+           runtime.rendezvous_open || from < stop() ||
+           from >= runtime.total_steps || shutting_down_;
+  };
+  // A caller that does not wait (the stream pump) must not give up the
+  // lock either: a wait with a deadline already past still releases and
+  // retakes it, which behind a queue of heartbeats cost the pump ~100 us
+  // per stream at 4,096 workers.
+  while (!ready() && deadline > clock_->Now()) {
+    if (clock_->WaitWithDeadline(&mu_, &runtime.assignments_changed,
+                                 deadline)) {
+      break;
+    }
+  }
+  if (shutting_down_) return ShuttingDown();
+  ASSIGN_OR_RETURN(membership, MemberOf(request.worker_id(), generation));
+  const JobRecord& job = *membership.first;
+  if (runtime.rendezvous_open) {
+    return absl::AbortedError(
+        absl::StrCat(name, ": generation ", generation, " is ending (",
+                     runtime.rendezvous_reason, "); rejoin"));
+  }
+  const int64_t end = std::min(stop(), from + max_steps);
+  if (from >= end && from < runtime.total_steps) {
+    if (wake_horizon != nullptr) {
+      // The first horizon at which stop() passes `from`: the next step
+      // boundary t > from of this rank's messages, or the job's end.
+      const int64_t k = runtime.report_every_steps;
+      int64_t t = from + 1;
+      if (k > 1) t += (k - (t + rank) % k) % k;
+      wake_horizon->store(std::min(t, runtime.total_steps));
+    }
+    return absl::DeadlineExceededError(absl::StrCat(
+        "no assignment within the look-ahead for step ", from, " yet"));
+  }
+  return AssignmentPlan{.sampler = runtime.sampler,
+                        .global_batch = job.spec.global_batch(),
+                        .world = static_cast<int64_t>(job.members.size()),
+                        .generation = generation,
+                        .rank = rank,
+                        .from = from,
+                        .end = end};
 }
 
 absl::Status Coordinator::AuditStep(const JobRecord& job,

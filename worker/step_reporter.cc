@@ -72,13 +72,14 @@ bool StepReporter::Due(const v1::ReportStepRequest& report) const {
 
 absl::Time StepReporter::NotBefore() {
   const absl::Time now = clock_->Now();
+  absl::Duration step_period;  // unknown (zero: no spread) until a step ends
   if (last_report_ != absl::InfinitePast()) {
     const absl::Duration interval = now - last_report_;
-    step_period_ = std::min(interval, last_interval_);
+    step_period = std::min(interval, last_interval_);
     last_interval_ = interval;
   }
   last_report_ = now;
-  return now + ReportSpreadDelay(batching_, step_period_);
+  return now + ReportSpreadDelay(batching_, step_period);
 }
 
 absl::Status StepReporter::Flush() {

@@ -148,7 +148,6 @@ class StepReporter {
   // evaluation) does not stretch the spread.
   absl::Time last_report_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Duration last_interval_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
-  absl::Duration step_period_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   // The newest step not yet due, carrying the older held ones.
   std::optional<v1::ReportStepRequest> held_ ABSL_GUARDED_BY(mu_);
   bool sending_ ABSL_GUARDED_BY(mu_) = false;  // one taken off queue_

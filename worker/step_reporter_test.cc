@@ -281,6 +281,23 @@ class SpreadTest : public testing::Test {
       return absl::OkStatus();
     };
   }
+  // A rank of 8 reporting every 2 steps, spread over half a step.
+  std::unique_ptr<StepReporter> Reporter(int rank) {
+    return std::make_unique<StepReporter>(Recorder(), /*max_pending=*/8,
+                                          nullptr,
+                                          ReportBatching{.every_steps = 2,
+                                                         .rank = rank,
+                                                         .world_size = 8,
+                                                         .spread_fraction = 0.5,
+                                                         .clock = &clock_});
+  }
+  // Steps 0, 1 and 2, each 100 ms after the one before.
+  void ReportThreeSteps(StepReporter& reporter) {
+    for (int64_t step = 0; step < 3; ++step) {
+      clock_.Advance(absl::Milliseconds(100));
+      ASSERT_TRUE(reporter.Report(Step(step)).ok());
+    }
+  }
   // Waits (real time, bounded) until `count` reports were sent.
   bool AwaitSent(size_t count) {
     absl::MutexLock lock(&mu_);
@@ -303,20 +320,15 @@ class SpreadTest : public testing::Test {
 TEST_F(SpreadTest, ALaterRankOfItsPhaseSendsItsShareOfAStepLate) {
   // 8 ranks every 2 steps: rank 5 is place 2 of 4, so it sends 2/4 of half
   // a step (25 ms of 100) after its report falls due.
-  StepReporter reporter(Recorder(), /*max_pending=*/8, nullptr,
-                        ReportBatching{.every_steps = 2,
-                                       .rank = 5,
-                                       .world_size = 8,
-                                       .spread_fraction = 0.5,
-                                       .clock = &clock_});
+  const auto reporter = Reporter(/*rank=*/5);
   // Step 0 is due ((0 + 1 + 5) % 2 == 0) before any period is known: at once.
-  ASSERT_TRUE(reporter.Report(Step(0)).ok());
+  ASSERT_TRUE(reporter->Report(Step(0)).ok());
   ASSERT_TRUE(AwaitSent(1));
   clock_.Advance(absl::Milliseconds(100));
-  ASSERT_TRUE(reporter.Report(Step(1)).ok());  // held
+  ASSERT_TRUE(reporter->Report(Step(1)).ok());  // held
   clock_.Advance(absl::Milliseconds(100));
   const absl::Time due = clock_.Now();
-  ASSERT_TRUE(reporter.Report(Step(2)).ok());
+  ASSERT_TRUE(reporter->Report(Step(2)).ok());
   // The sender waits on the clock; it cannot send before time moves.
   clock_.BlockUntilWaiters(1);
   EXPECT_EQ(Sent().size(), 1);
@@ -329,54 +341,33 @@ TEST_F(SpreadTest, ALaterRankOfItsPhaseSendsItsShareOfAStepLate) {
 }
 
 TEST_F(SpreadTest, TheFirstRankOfAPhaseSendsAtOnce) {
-  StepReporter reporter(Recorder(), /*max_pending=*/8, nullptr,
-                        ReportBatching{.every_steps = 2,
-                                       .rank = 1,
-                                       .world_size = 8,
-                                       .spread_fraction = 0.5,
-                                       .clock = &clock_});
-  for (int64_t step = 0; step < 3; ++step) {
-    clock_.Advance(absl::Milliseconds(100));
-    ASSERT_TRUE(reporter.Report(Step(step)).ok());
-  }
+  const auto reporter = Reporter(/*rank=*/1);
+  ReportThreeSteps(*reporter);
   // Steps 0 and 2 fall due ((s + 1 + 1) % 2 == 0); no time passes after.
   ASSERT_TRUE(AwaitSent(2));
   EXPECT_EQ(Sent()[1], std::make_pair(int64_t{2}, clock_.Now()));
 }
 
 TEST_F(SpreadTest, FlushSendsADelayedReportAtOnce) {
-  StepReporter reporter(Recorder(), /*max_pending=*/8, nullptr,
-                        ReportBatching{.every_steps = 2,
-                                       .rank = 7,
-                                       .world_size = 8,
-                                       .spread_fraction = 0.5,
-                                       .clock = &clock_});
-  for (int64_t step = 0; step < 3; ++step) {
-    clock_.Advance(absl::Milliseconds(100));
-    ASSERT_TRUE(reporter.Report(Step(step)).ok());
-  }
+  const auto reporter = Reporter(/*rank=*/7);
+  ReportThreeSteps(*reporter);
   // Step 2 fell due ((2 + 1 + 7) % 2 == 0) with a 37.5 ms delay; a checkpoint
   // vote cannot wait for it.
-  ASSERT_TRUE(reporter.Flush().ok());
+  ASSERT_TRUE(reporter->Flush().ok());
   const auto sent = Sent();
   ASSERT_EQ(sent.size(), 2);
   EXPECT_EQ(sent[1], std::make_pair(int64_t{2}, clock_.Now()));
 }
 
 TEST_F(SpreadTest, OneLongStepDoesNotStretchTheSpread) {
-  StepReporter reporter(Recorder(), /*max_pending=*/8, nullptr,
-                        ReportBatching{.every_steps = 2,
-                                       .rank = 5,
-                                       .world_size = 8,
-                                       .spread_fraction = 0.5,
-                                       .clock = &clock_});
-  ASSERT_TRUE(reporter.Report(Step(0)).ok());
+  const auto reporter = Reporter(/*rank=*/5);
+  ASSERT_TRUE(reporter->Report(Step(0)).ok());
   ASSERT_TRUE(AwaitSent(1));
   clock_.Advance(absl::Milliseconds(100));
-  ASSERT_TRUE(reporter.Report(Step(1)).ok());
+  ASSERT_TRUE(reporter->Report(Step(1)).ok());
   clock_.Advance(absl::Seconds(30));  // a checkpoint, say
   const absl::Time due = clock_.Now();
-  ASSERT_TRUE(reporter.Report(Step(2)).ok());
+  ASSERT_TRUE(reporter->Report(Step(2)).ok());
   clock_.BlockUntilWaiters(1);
   clock_.Advance(absl::Milliseconds(25));  // the spread of a 100 ms step
   ASSERT_TRUE(AwaitSent(2));
@@ -384,17 +375,8 @@ TEST_F(SpreadTest, OneLongStepDoesNotStretchTheSpread) {
 }
 
 TEST_F(SpreadTest, CancelEndsTheWait) {
-  auto reporter =
-      std::make_unique<StepReporter>(Recorder(), /*max_pending=*/8, nullptr,
-                                     ReportBatching{.every_steps = 2,
-                                                    .rank = 5,
-                                                    .world_size = 8,
-                                                    .spread_fraction = 0.5,
-                                                    .clock = &clock_});
-  for (int64_t step = 0; step < 3; ++step) {
-    clock_.Advance(absl::Milliseconds(100));
-    ASSERT_TRUE(reporter->Report(Step(step)).ok());
-  }
+  auto reporter = Reporter(/*rank=*/5);
+  ReportThreeSteps(*reporter);
   clock_.BlockUntilWaiters(1);
   reporter->Cancel();
   EXPECT_TRUE(absl::IsCancelled(reporter->Flush()));
