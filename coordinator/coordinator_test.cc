@@ -869,6 +869,45 @@ TEST_F(CoordinatorTest, WatchSeesStateGenerationAndCommitEvents) {
   EXPECT_TRUE(none->empty());
 }
 
+// UpdateGauges recounts the workers only when one came, went or changed
+// between free, joining and member: every such change must show. `counts`
+// ticks and names the first gauge line that is not as expected.
+TEST_F(CoordinatorTest, WorkerGaugesFollowWorkersComingJoiningAndLeaving) {
+  const auto counts = [&](int free, int joining, int member) {
+    coordinator_->Tick();
+    const std::string text =
+        SerializeMetrics(*coordinator_->metrics().registry());
+    for (const auto& [state, count] :
+         {std::pair<std::string, int>{"free", free},
+          {"joining", joining},
+          {"member", member}}) {
+      const std::string line = absl::StrCat(
+          "podtrain_coordinator_workers{state=\"", state, "\"} ", count, "\n");
+      if (text.find(line) == std::string::npos) return "missing: " + line;
+    }
+    return std::string();
+  };
+  Register("w0", 100);
+  EXPECT_EQ(counts(1, 0, 0), "");
+  CreateJob(2, 2);
+  EXPECT_EQ(Join("w0", 100).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(counts(0, 1, 0), "");
+  Register("w1", 200);
+  ASSERT_TRUE(Join("w1", 200).ok());
+  ASSERT_TRUE(Join("w0", 100).ok());
+  EXPECT_EQ(counts(0, 0, 2), "");
+  Register("w2", 300);
+  EXPECT_EQ(counts(1, 0, 2), "");
+  for (int i = 0; i < 12; ++i) {  // 3.6 s: w2's 3 s lease runs out
+    clock_.Advance(absl::Milliseconds(300));
+    ASSERT_TRUE(Heartbeat("w0", 100, 1).ok());
+    ASSERT_TRUE(Heartbeat("w1", 200, 1).ok());
+    coordinator_->Tick();
+  }
+  EXPECT_EQ(counts(0, 0, 2), "");
+}
+
 TEST_F(CoordinatorTest, MetricsFollowJobsWorkersGenerationsAndCommits) {
   const std::string job = StartTwoWorkerJob();
   ASSERT_TRUE(CommitAt("w0", 100, 1, 9).ok());
