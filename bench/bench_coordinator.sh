@@ -73,7 +73,7 @@ run n256 256 20
 run n1024 1024 20
 run n4096 4096 44
 run n4096_unbounded 4096 44 --max_heartbeats_per_second=0
-LOAD_FLAGS=--report_spread_fraction=0 run n4096_no_spread 4096 44
+LOAD_FLAGS=--assignment_positions=false run n4096_ids 4096 44
 run n4096_every_step 4096 20 --max_reports_per_step=0
 
 field() {  # field LABEL NAME
@@ -150,7 +150,7 @@ fi
   row n1024 "1,024 workers"
   row n4096 "4,096 workers"
   row n4096_unbounded "4,096 workers, heartbeat bound off (300 ms each, 13,653/s)"
-  row n4096_no_spread "4,096 workers, reports sent as the step ends (load generator --report_spread_fraction=0: the agent before 2026-12-07)"
+  row n4096_ids "4,096 workers, streams of example ids (load generator --assignment_positions=false: the agent before 2026-12-08)"
   row n4096_every_step "4,096 workers, every rank reports every step (--max_reports_per_step=0)"
   echo
   echo "Probe: one extra worker heartbeating 10 times a second from its own thread"
@@ -185,7 +185,7 @@ fi
     echo "expand itself), or a machine where the load generator has its own cores."
     echo
   fi
-  for label in n256 n1024 n4096 n4096_unbounded n4096_no_spread n4096_every_step; do
+  for label in n256 n1024 n4096 n4096_unbounded n4096_ids n4096_every_step; do
     [[ -f "$out/$label/report.md" ]] || continue
     echo "#### Run $label"
     echo

@@ -745,14 +745,23 @@ absl::StatusOr<std::vector<v1::StepAssignment>> Coordinator::BuildAssignments(
   int64_t ids_so_far = 0;
   for (int64_t step = plan.from; step < plan.end && ids_so_far < kMaxIdsPerCall;
        ++step) {
-    ASSIGN_OR_RETURN(std::vector<int64_t> ids,
-                     sampler::RankExampleIds(*plan.sampler, plan.global_batch,
-                                             step, plan.world, plan.rank));
     v1::StepAssignment assignment;
     assignment.set_step(step);
     assignment.set_generation(plan.generation);
-    assignment.mutable_example_ids()->Add(ids.begin(), ids.end());
-    ids_so_far += static_cast<int64_t>(ids.size());
+    if (plan.positions) {
+      ASSIGN_OR_RETURN(const sampler::PositionRange range,
+                       sampler::RankPositions(plan.global_batch, step,
+                                              plan.world, plan.rank));
+      assignment.mutable_positions()->set_begin(range.begin);
+      assignment.mutable_positions()->set_end(range.end);
+      ids_so_far += range.size();
+    } else {
+      ASSIGN_OR_RETURN(std::vector<int64_t> ids,
+                       sampler::RankExampleIds(*plan.sampler, plan.global_batch,
+                                               step, plan.world, plan.rank));
+      assignment.mutable_example_ids()->Add(ids.begin(), ids.end());
+      ids_so_far += static_cast<int64_t>(ids.size());
+    }
     assignments.push_back(std::move(assignment));
   }
   return assignments;
@@ -833,7 +842,8 @@ absl::StatusOr<Coordinator::AssignmentPlan> Coordinator::PlanAssignments(
                         .generation = generation,
                         .rank = rank,
                         .from = from,
-                        .end = end};
+                        .end = end,
+                        .positions = request.positions()};
 }
 
 absl::Status Coordinator::AuditStep(const JobRecord& job,

@@ -305,6 +305,7 @@ class Coordinator {
     int64_t global_batch = 0, world = 0, generation = 0;
     int32_t rank = 0;
     int64_t from = 0, end = 0;  // steps [from, end)
+    bool positions = false;     // StreamAssignmentsRequest.positions
   };
   absl::StatusOr<AssignmentPlan> PlanAssignments(
       const v1::StreamAssignmentsRequest& request, int64_t max_steps,

@@ -295,6 +295,46 @@ TEST_F(CoordinatorTest, AssignmentsAreWhatTheSamplerComputes) {
   }
 }
 
+// A stream opened with positions carries each step's slice of the stream
+// instead of its ids: the same steps, and positions that the sampler maps to
+// exactly the ids the stream of ids carries.
+TEST_F(CoordinatorTest, PositionAssignmentsNameTheSameExamplesAsIds) {
+  StartTwoWorkerJob();
+  auto sampler = *sampler::StreamSampler::Create(
+      std::vector<int64_t>(10, 100), {.seed = 7, .window_shards = 2});
+  for (const auto& [worker, incarnation] :
+       std::vector<std::pair<std::string, uint64_t>>{{"w0", 100},
+                                                     {"w1", 200}}) {
+    auto membership = Join(worker, incarnation);
+    v1::StreamAssignmentsRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    request.set_generation(1);
+    request.set_from_step(3);
+    auto ids = coordinator_->NextAssignments(request, 100, clock_.Now());
+    request.set_positions(true);
+    auto positions = coordinator_->NextAssignments(request, 100, clock_.Now());
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    ASSERT_TRUE(positions.ok()) << positions.status();
+    ASSERT_EQ(positions->size(), ids->size());
+    ASSERT_FALSE(positions->empty());
+    for (size_t i = 0; i < positions->size(); ++i) {
+      const v1::StepAssignment& assignment = (*positions)[i];
+      EXPECT_EQ(assignment.step(), (*ids)[i].step());
+      EXPECT_EQ(assignment.generation(), 1);
+      EXPECT_TRUE(assignment.example_ids().empty());
+      const auto range = *sampler::RankPositions(100, assignment.step(), 2,
+                                                 membership->rank());
+      EXPECT_EQ(assignment.positions().begin(), range.begin);
+      EXPECT_EQ(assignment.positions().end(), range.end);
+      std::vector<int64_t> expanded;
+      ASSERT_TRUE(sampler->Fill(range.begin, range.size(), &expanded).ok());
+      EXPECT_EQ(expanded, std::vector<int64_t>((*ids)[i].example_ids().begin(),
+                                               (*ids)[i].example_ids().end()));
+    }
+  }
+}
+
 TEST_F(CoordinatorTest, StepReportsAreAuditedAgainstAssignments) {
   const std::string job = StartTwoWorkerJob();
   auto membership = Join("w0", 100);

@@ -17,6 +17,7 @@
 #include "dataset/dataset.h"
 #include "dataset/stable_hash.h"
 #include "sampler/assignment.h"
+#include "sampler/stream_sampler.h"
 #include "services/channel.h"
 #include "services/grpc_status.h"
 #include "worker/checkpoint.h"
@@ -51,6 +52,9 @@ struct Agent::Job {
   uint64_t fingerprint = 0;  // job spec + dataset: checkpoints must match
   std::unique_ptr<dataset::Dataset> data;
   std::unique_ptr<dataset::Dataset> eval_data;  // null without spec.eval
+  // Maps the stream positions the coordinator assigns to example ids: the
+  // same pure function of (seed, window, shard sizes) as the coordinator's.
+  std::unique_ptr<sampler::StreamSampler> sampler;
   std::shared_ptr<Model> model;
   ParamGroups params;
   std::unique_ptr<Optimizer> optimizer;
@@ -371,6 +375,11 @@ absl::Status Agent::PrepareJob(const v1::JoinGenerationResponse& world) {
         dataset::FingerprintHex(world.dataset_fingerprint()),
         "; refusing to train on changed data"));
   }
+  ASSIGN_OR_RETURN(job->sampler,
+                   sampler::StreamSampler::Create(
+                       job->data->manifest().ShardSizes(),
+                       {.seed = job->spec.seed(),
+                        .window_shards = job->spec.shuffle_window_shards()}));
   if (!job->spec.eval().dataset().empty()) {
     ASSIGN_OR_RETURN(job->eval_data,
                      dataset::Dataset::Open(job->spec.eval().dataset()));
@@ -736,6 +745,7 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     request.set_incarnation(options_.incarnation);
     request.set_generation(world.generation());
     request.set_from_step(resume_step + 1);
+    request.set_positions(true);
     if (!options_.bearer_token.empty()) {
       generation->stream_context.AddMetadata("authorization",
                                              "Bearer " + options_.bearer_token);
@@ -745,7 +755,7 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
   }
   Generation* g = generation.get();
   generation->pipeline = std::make_unique<InputPipeline>(
-      job.data.get(),
+      job.data.get(), job.sampler.get(),
       [g]() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
         v1::StepAssignments message;
         while (g->unread.empty() && g->stream->Read(&message)) {

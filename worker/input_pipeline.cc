@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status_macros.h"
 #include "dataset/example.h"
 
 namespace podtrain::worker {
@@ -37,9 +38,44 @@ absl::StatusOr<Batch> DecodeBatch(const dataset::Dataset& data, int64_t step,
   return batch;
 }
 
+absl::StatusOr<std::vector<int64_t>> AssignedExampleIds(
+    const v1::StepAssignment& assignment,
+    const sampler::StreamSampler* sampler) {
+  if (!assignment.has_positions()) {
+    return std::vector<int64_t>(assignment.example_ids().begin(),
+                                assignment.example_ids().end());
+  }
+  const int64_t begin = assignment.positions().begin();
+  const int64_t end = assignment.positions().end();
+  const auto invalid = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("assignment of step ", assignment.step(), ": positions [",
+                     begin, ", ", end, ") ", why));
+  };
+  if (!assignment.example_ids().empty()) {
+    return invalid("come with example ids as well; expected one or the other");
+  }
+  if (sampler == nullptr) {
+    return invalid("but this stream has no sampler to map them to ids");
+  }
+  if (begin < 0 || end < begin) return invalid("are not a range");
+  if (end - begin > kMaxAssignedExamples) {
+    return invalid(
+        absl::StrCat("hold more than ", kMaxAssignedExamples, " examples"));
+  }
+  std::vector<int64_t> ids;
+  ids.reserve(end - begin);
+  RETURN_IF_ERROR(sampler->Fill(begin, end - begin, &ids));
+  return ids;
+}
+
 InputPipeline::InputPipeline(const dataset::Dataset* data,
+                             const sampler::StreamSampler* sampler,
                              AssignmentSource source, int depth)
-    : data_(data), source_(std::move(source)), depth_(std::max(depth, 1)) {
+    : data_(data),
+      sampler_(sampler),
+      source_(std::move(source)),
+      depth_(std::max(depth, 1)) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -67,9 +103,10 @@ void InputPipeline::Run() {
     absl::StatusOr<Batch> batch = absl::OutOfRangeError("end of assignments");
     if (next.ok() && next->has_value()) {
       const v1::StepAssignment& assignment = **next;
-      batch = DecodeBatch(*data_, assignment.step(),
-                          std::vector<int64_t>(assignment.example_ids().begin(),
-                                               assignment.example_ids().end()));
+      absl::StatusOr<std::vector<int64_t>> ids =
+          AssignedExampleIds(assignment, sampler_);
+      batch = ids.ok() ? DecodeBatch(*data_, assignment.step(), *std::move(ids))
+                       : absl::StatusOr<Batch>(ids.status());
     } else if (!next.ok()) {
       batch = next.status();
     }

@@ -1,5 +1,6 @@
 // The worker's input pipeline: takes the coordinator's step assignments (the
-// example ids this rank trains on at each step) and turns them into tensors
+// example ids this rank trains on at each step, or the stream positions they
+// are at) and turns them into tensors
 // on a background thread, a bounded number of steps ahead of training, so
 // reading and decoding overlap compute. The time Next() blocks is the data
 // wait the worker reports.
@@ -23,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "dataset/dataset.h"
 #include "proto/worker.pb.h"
+#include "sampler/stream_sampler.h"
 
 namespace podtrain::worker {
 
@@ -38,6 +40,19 @@ struct Batch {
 absl::StatusOr<Batch> DecodeBatch(const dataset::Dataset& data, int64_t step,
                                   std::vector<int64_t> ids);
 
+// Most examples one assignment may name: far above any real per-rank batch,
+// low enough that a corrupt range cannot make the worker allocate gigabytes.
+inline constexpr int64_t kMaxAssignedExamples = int64_t{1} << 24;
+
+// The example ids `assignment` names: its example_ids, or the ids at its
+// stream positions under `sampler` (which may be null for a stream of ids).
+// INVALID_ARGUMENT naming the step for positions without a sampler, for ids
+// and positions both, and for a range that is negative, reversed or longer
+// than kMaxAssignedExamples.
+absl::StatusOr<std::vector<int64_t>> AssignedExampleIds(
+    const v1::StepAssignment& assignment,
+    const sampler::StreamSampler* sampler);
+
 class InputPipeline {
  public:
   // Returns the next assignment, nullopt at the end of the stream, or the
@@ -45,9 +60,12 @@ class InputPipeline {
   using AssignmentSource =
       std::function<absl::StatusOr<std::optional<v1::StepAssignment>>()>;
 
-  // Starts reading from `source` and decoding from `data` (which must
-  // outlive the pipeline), at most `depth` decoded steps ahead.
-  InputPipeline(const dataset::Dataset* data, AssignmentSource source,
+  // Starts reading from `source` and decoding from `data`, at most `depth`
+  // decoded steps ahead; assignments of stream positions are mapped to ids
+  // through `sampler` (null if the source sends ids). Both must outlive the
+  // pipeline.
+  InputPipeline(const dataset::Dataset* data,
+                const sampler::StreamSampler* sampler, AssignmentSource source,
                 int depth);
   ~InputPipeline();
 
@@ -64,6 +82,7 @@ class InputPipeline {
   void Run();
 
   const dataset::Dataset* const data_;
+  const sampler::StreamSampler* const sampler_;
   const AssignmentSource source_;
   const int depth_;
 

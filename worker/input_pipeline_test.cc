@@ -1,5 +1,6 @@
 #include "worker/input_pipeline.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,6 +10,8 @@
 #include "dataset/file_util.h"
 #include "dataset/manifest.h"
 #include "dataset/synthetic.h"
+#include "sampler/assignment.h"
+#include "sampler/stream_sampler.h"
 
 namespace podtrain::worker {
 namespace {
@@ -41,7 +44,7 @@ TEST(InputPipelineTest, DecodesAssignmentsInOrderThenEnds) {
       Assignment(0, {3, 499, 0}), Assignment(1, {7}), Assignment(2, {42, 43})};
   size_t next = 0;
   InputPipeline pipeline(
-      data.get(),
+      data.get(), nullptr,
       [&]() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
         if (next == script.size()) return std::nullopt;
         return script[next++];
@@ -76,7 +79,7 @@ TEST(InputPipelineTest, ReadsAheadOnlyUpToItsDepth) {
   auto data = SyntheticDataset();
   std::atomic<int> pulled{0};
   InputPipeline pipeline(
-      data.get(),
+      data.get(), nullptr,
       [&]() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
         const int step = pulled++;
         return Assignment(step, {step});
@@ -97,7 +100,7 @@ TEST(InputPipelineTest, SourceErrorsAndBadIdsReachTheConsumer) {
   auto data = SyntheticDataset();
   {
     InputPipeline pipeline(
-        data.get(),
+        data.get(), nullptr,
         []() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
           return absl::AbortedError("generation 3 is ending");
         },
@@ -109,7 +112,7 @@ TEST(InputPipelineTest, SourceErrorsAndBadIdsReachTheConsumer) {
   {
     bool sent = false;
     InputPipeline pipeline(
-        data.get(),
+        data.get(), nullptr,
         [&]() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
           if (sent) return std::nullopt;
           sent = true;
@@ -124,11 +127,88 @@ TEST(InputPipelineTest, SourceErrorsAndBadIdsReachTheConsumer) {
   }
 }
 
+v1::StepAssignment PositionsAssignment(int64_t step, int64_t begin,
+                                       int64_t end) {
+  v1::StepAssignment assignment;
+  assignment.set_step(step);
+  assignment.mutable_positions()->set_begin(begin);
+  assignment.mutable_positions()->set_end(end);
+  return assignment;
+}
+
+// A stream of positions decodes the same examples as the stream of ids the
+// coordinator would have sent for the same rank and step.
+TEST(InputPipelineTest, PositionsDecodeTheIdsTheSamplerMapsThemTo) {
+  auto data = SyntheticDataset();
+  auto sampler = *sampler::StreamSampler::Create(data->manifest().ShardSizes(),
+                                                 {.seed = 11});
+  // Rank 1 of 3 at global batch 100; step 5 straddles the epoch boundary
+  // (positions 500-599 of a 500-example dataset are epoch 1).
+  std::vector<v1::StepAssignment> script;
+  std::vector<std::vector<int64_t>> expected;
+  for (int64_t step : {0, 4, 5}) {
+    const auto range = *sampler::RankPositions(100, step, 3, 1);
+    script.push_back(PositionsAssignment(step, range.begin, range.end));
+    expected.push_back(*sampler::RankExampleIds(*sampler, 100, step, 3, 1));
+  }
+  size_t next = 0;
+  InputPipeline pipeline(
+      data.get(), sampler.get(),
+      [&]() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
+        if (next == script.size()) return std::nullopt;
+        return script[next++];
+      },
+      2);
+  for (size_t i = 0; i < script.size(); ++i) {
+    absl::Duration waited;
+    auto batch = pipeline.Next(&waited);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    EXPECT_EQ(batch->step, script[i].step());
+    EXPECT_EQ(batch->ids, expected[i]);
+    ASSERT_EQ(batch->labels.size(0), static_cast<int64_t>(expected[i].size()));
+    EXPECT_EQ(batch->labels[0].item<int64_t>(),
+              data->Read(expected[i][0])->label);
+  }
+}
+
+TEST(InputPipelineTest, MalformedPositionsAreRefusedNamingTheStep) {
+  auto sampler =
+      *sampler::StreamSampler::Create(std::vector<int64_t>{500}, {.seed = 1});
+  const auto refused = [&](const v1::StepAssignment& assignment,
+                           const sampler::StreamSampler* with) {
+    auto ids = AssignedExampleIds(assignment, with);
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(ids.status().message().find("step 3"), std::string::npos)
+        << ids.status();
+    return ids.status().message();
+  };
+  EXPECT_THAT(std::string(refused(PositionsAssignment(3, 10, 20), nullptr)),
+              testing::HasSubstr("no sampler"));
+  EXPECT_THAT(
+      std::string(refused(PositionsAssignment(3, 20, 10), sampler.get())),
+      testing::HasSubstr("not a range"));
+  EXPECT_THAT(
+      std::string(refused(PositionsAssignment(3, -1, 10), sampler.get())),
+      testing::HasSubstr("not a range"));
+  EXPECT_THAT(
+      std::string(refused(PositionsAssignment(3, 0, kMaxAssignedExamples + 1),
+                          sampler.get())),
+      testing::HasSubstr("more than"));
+  v1::StepAssignment both = PositionsAssignment(3, 0, 2);
+  both.add_example_ids(4);
+  EXPECT_THAT(std::string(refused(both, sampler.get())),
+              testing::HasSubstr("one or the other"));
+  // An empty range is a rank with no examples this step, not an error.
+  auto empty = AssignedExampleIds(PositionsAssignment(3, 7, 7), sampler.get());
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->empty());
+}
+
 TEST(InputPipelineTest, CancelUnblocksTheConsumer) {
   auto data = SyntheticDataset();
   std::atomic<bool> release{false};
   InputPipeline pipeline(
-      data.get(),
+      data.get(), nullptr,
       [&]() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
         while (!release) absl::SleepFor(absl::Milliseconds(1));
         return std::nullopt;

@@ -76,6 +76,7 @@
 #include "proto/job.grpc.pb.h"
 #include "proto/worker.grpc.pb.h"
 #include "sampler/assignment.h"
+#include "sampler/stream_sampler.h"
 #include "worker/step_reporter.h"
 
 ABSL_FLAG(std::string, address, "", "the coordinator, host:port");
@@ -92,6 +93,10 @@ ABSL_FLAG(double, report_spread_fraction, 0.5,
           "send (as the agent: worker/agent.cc kReportSpreadFraction); 0 "
           "sends every report at its step's end");
 ABSL_FLAG(int, examples_per_rank, 32, "global batch = this x workers");
+ABSL_FLAG(bool, assignment_positions, true,
+          "open assignment streams with positions and map them to ids with "
+          "the job's sampler (as the agent does since 2026-12-08); false: "
+          "the coordinator sends every example id");
 ABSL_FLAG(int, lookahead, 16, "the coordinator's --lookahead_steps");
 ABSL_FLAG(double, warmup_s, 3, "seconds after the first step before measuring");
 ABSL_FLAG(double, duration_s, 10, "measured seconds");
@@ -269,6 +274,8 @@ struct Shared {
   std::atomic<int64_t> heartbeats{0};
   std::atomic<int64_t> heartbeat_max_us{0};
   ReportLedger* ledger = nullptr;
+  // The job's stream, for streams of positions (null: streams of ids).
+  const sampler::StreamSampler* sampler = nullptr;
 
   absl::Time t0() const { return absl::FromUnixNanos(t0_nanos.load()); }
   bool InWindow(absl::Time t) const {
@@ -356,6 +363,7 @@ void OpenStream(Worker& w) {
   request.set_incarnation(w.incarnation);
   request.set_generation(w.generation);
   request.set_from_step(w.next_step);
+  request.set_positions(shared->sampler != nullptr);
   w.stream.reset();
   w.stream_context = std::make_unique<grpc::ClientContext>();
   w.stream = w.stub->PrepareAsyncStreamAssignments(w.stream_context.get(),
@@ -469,9 +477,21 @@ void MaybeStartStep(Worker& w) {
 void OnAssignments(Worker& w, const v1::StepAssignments& message) {
   if (message.assignments().empty()) return;
   const absl::Time now = absl::Now();
+  std::vector<int64_t> ids;
   for (const v1::StepAssignment& assignment : message.assignments()) {
-    std::vector<int64_t> ids(assignment.example_ids().begin(),
-                             assignment.example_ids().end());
+    ids.assign(assignment.example_ids().begin(),
+               assignment.example_ids().end());
+    if (assignment.has_positions() && shared->sampler != nullptr) {
+      // What the agent's input pipeline does (AssignedExampleIds). A range
+      // the sampler refuses leaves no ids, whose digest the coordinator's
+      // audit then refuses: it shows as a report error.
+      const v1::StreamRange& range = assignment.positions();
+      if (!shared->sampler
+               ->Fill(range.begin(), range.end() - range.begin(), &ids)
+               .ok()) {
+        ids.clear();
+      }
+    }
     w.assignments[assignment.step()] = {now, sampler::ExampleDigest(ids)};
   }
   const int64_t last = message.assignments().rbegin()->step();
@@ -839,9 +859,9 @@ absl::Status Run() {
   schema.channels = 1;
   schema.num_classes = 10;
   RETURN_IF_ERROR(dataset::CreateDirectories(dataset_dir));
-  RETURN_IF_ERROR(dataset::WriteManifest(
-      dataset_dir,
-      dataset::MakeSyntheticManifest("bench", 1'000'000'000, 1000, schema)));
+  const dataset::Manifest manifest =
+      dataset::MakeSyntheticManifest("bench", 1'000'000'000, 1000, schema);
+  RETURN_IF_ERROR(dataset::WriteManifest(dataset_dir, manifest));
   v1::JobSpec spec = ReferenceMlpSpec();
   spec.set_dataset(dataset_dir);
   spec.set_global_batch(static_cast<int64_t>(examples_per_rank) * n);
@@ -880,6 +900,15 @@ absl::Status Run() {
                                  ? absl::GetFlag(FLAGS_ramp_s)
                                  : n / 1024.0);
   state.ledger = &ledger;
+  std::unique_ptr<sampler::StreamSampler> stream_sampler;
+  if (absl::GetFlag(FLAGS_assignment_positions)) {
+    ASSIGN_OR_RETURN(stream_sampler,
+                     sampler::StreamSampler::Create(
+                         manifest.ShardSizes(),
+                         {.seed = spec.seed(),
+                          .window_shards = spec.shuffle_window_shards()}));
+    state.sampler = stream_sampler.get();
+  }
 
   const int threads = absl::GetFlag(FLAGS_threads);
   const int per_channel = std::max(1, absl::GetFlag(FLAGS_workers_per_channel));
