@@ -125,7 +125,7 @@ int Main() {
   const int64_t total_steps = 1'000'000;
   int64_t next_assignment = 0;
   InputPipeline pipeline(
-      data->get(),
+      data->get(), /*sampler=*/nullptr,
       [&]() -> absl::StatusOr<std::optional<v1::StepAssignment>> {
         v1::StepAssignment assignment;
         assignment.set_step(next_assignment);
