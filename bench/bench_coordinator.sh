@@ -14,7 +14,8 @@
 # worker) shares the 2 cores with the coordinator: its CPU is reported too.
 # Every run is bounded (world formation 45 s, a warm-up of 20 s or, for a
 # world reporting every k > 8 steps, k + 12 s, then 8 s measured).
-# ~4 minutes.
+# One more 4,096 run puts the coordinator and the load generator on a core
+# each (taskset). ~6 minutes.
 #
 #   bash bench/bench_coordinator.sh
 #
@@ -35,7 +36,8 @@ echo "== build (optimized)"
 bench_build //coordinator:podtrain-coordinator //bench/coordinator:coordinator_load || exit 1
 
 # run LABEL WORKERS WARMUP_S [coordinator flags...]: one coordinator, one
-# load ($LOAD_FLAGS: extra load-generator flags). A world reporting every k steps sends its first reports at steps
+# load ($LOAD_FLAGS: extra load-generator flags; $PIN=1: the coordinator on
+# CPU 0 and the load generator on CPU 1, each alone on its core). A world reporting every k steps sends its first reports at steps
 # 0 to k - 1 (one step a second) and the look-ahead moves only after them:
 # the warm-up must be longer than k s.
 run() {
@@ -43,7 +45,16 @@ run() {
   shift 3
   local dir="$out/$label"
   mkdir -p "$dir"
-  "$BENCH_BIN/coordinator/podtrain-coordinator" --address=127.0.0.1:0 \
+  local coordinator_cpu=() load_cpu=()
+  if [[ "${PIN:-0}" == 1 ]]; then
+    if (($(nproc) < 2)); then
+      echo "== $label: skipped (needs 2 CPUs, this machine has $(nproc))"
+      return 0
+    fi
+    coordinator_cpu=(taskset -c 0)
+    load_cpu=(taskset -c 1)
+  fi
+  "${coordinator_cpu[@]}" "$BENCH_BIN/coordinator/podtrain-coordinator" --address=127.0.0.1:0 \
     --port_file="$dir/port" --journal="$dir/journal.db" --metrics_address= \
     "$@" >"$dir/coordinator.log" 2>&1 &
   local pid=$!
@@ -58,7 +69,7 @@ run() {
     return 1
   fi
   echo "== $label: $workers workers, coordinator flags: ${*:-(defaults)}"
-  "$BENCH_BIN/bench/coordinator/coordinator_load" --address="127.0.0.1:$(cat "$dir/port")" \
+  "${load_cpu[@]}" "$BENCH_BIN/bench/coordinator/coordinator_load" --address="127.0.0.1:$(cat "$dir/port")" \
     --coordinator_pid="$pid" --workers="$workers" --dir="$dir" --warmup_s="$warmup" \
     --duration_s=8 --join_timeout_s=45 ${LOAD_FLAGS:-} >"$dir/report.md" 2>"$dir/load.log"
   local status=$?
@@ -75,6 +86,7 @@ run n4096 4096 44
 run n4096_unbounded 4096 44 --max_heartbeats_per_second=0
 LOAD_FLAGS=--assignment_positions=false run n4096_ids 4096 44
 run n4096_every_step 4096 20 --max_reports_per_step=0
+PIN=1 run n4096_pinned 4096 44
 
 field() {  # field LABEL NAME
   sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $(grep '^RESULT ' "$out/$1/report.md" 2>/dev/null | tail -1)"
@@ -152,6 +164,7 @@ fi
   row n4096_unbounded "4,096 workers, heartbeat bound off (300 ms each, 13,653/s)"
   row n4096_ids "4,096 workers, streams of example ids (load generator --assignment_positions=false: the agent before 2026-12-08)"
   row n4096_every_step "4,096 workers, every rank reports every step (--max_reports_per_step=0)"
+  row n4096_pinned "4,096 workers, coordinator and load generator on a core each (taskset -c 0 / -c 1)"
   echo
   echo "Probe: one extra worker heartbeating 10 times a second from its own thread"
   echo "and connection, so its round trips do not queue behind the load generator's"
@@ -187,11 +200,14 @@ fi
     echo "loopback TCP; the paravirtualised interrupt re-enable after a context switch,"
     echo "pvm_irq_enable, alone 28 % of the load generator's), 28-34 % in gRPC, and"
     echo "under 5 % in either program's own code; gRPC's timer thread takes 21 % and"
-    echo "15 %. Next: a machine where the load generator has its own cores, or fewer"
-    echo "gRPC wake-ups per simulated worker (several workers per connection)."
+    echo "15 %. With the two processes on a core each (the pinned row), neither waits"
+    echo "for the other's bursts: heartbeat p99 $(field n4096_pinned heartbeat_p99_ms) ms, reports $(field n4096_pinned report_p99_ms), step-end lag"
+    echo "$(field n4096_pinned step_end_late_p99_ms), assignment p99 $(field n4096_pinned assignment_p99_ms) (the 128 messages of a step now written from"
+    echo "one core). Next: a machine where the load generator has cores of its own, or"
+    echo "fewer gRPC wake-ups per simulated worker (several workers per connection)."
     echo
   fi
-  for label in n256 n1024 n4096 n4096_unbounded n4096_ids n4096_every_step; do
+  for label in n256 n1024 n4096 n4096_unbounded n4096_ids n4096_every_step n4096_pinned; do
     [[ -f "$out/$label/report.md" ]] || continue
     echo "#### Run $label"
     echo
