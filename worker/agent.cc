@@ -95,11 +95,15 @@ torch::Device ComputeDevice(int cuda_device) {
                              static_cast<c10::DeviceIndex>(cuda_device));
 }
 
-// A copy in host memory, for checkpoint files (a CPU tensor is cloned: the
-// training step must not change what is being written).
-torch::Tensor HostCopy(const torch::Tensor& tensor) {
-  return tensor.detach().to(torch::kCPU, /*non_blocking=*/false,
-                            /*copy=*/true);
+// `tensor` in host memory, for checkpoint files: a device tensor is copied
+// over, a CPU tensor is written as it is. No copy is needed for the step's
+// sake: Checkpoint runs on the training thread between steps and writes
+// synchronously, so nothing changes the tensors while they are written. A
+// copy cost more than the write itself on the VMs here (fresh pages for
+// 7.5 MB of parameters and again for the optimizer's snapshot: 20-33 ms of a
+// 60-90 ms checkpoint, bench/RESULTS.md, checkpoint).
+torch::Tensor HostTensor(const torch::Tensor& tensor) {
+  return tensor.detach().to(torch::kCPU);
 }
 
 // Step reports the training loop may run ahead of the coordinator's answers
@@ -612,10 +616,11 @@ absl::Status Agent::Checkpoint(const v1::JoinGenerationResponse& world,
     state.generation = world.generation();
     state.next_stream_position = (step + 1) * job.spec.global_batch();
     for (const auto& item : job.model->named_parameters()) {
-      state.model.push_back({item.key(), HostCopy(item.value())});
+      state.model.push_back({item.key(), HostTensor(item.value())});
     }
+    // StateTensors() is a snapshot already.
     for (auto& [name, tensor] : job.optimizer->StateTensors()) {
-      state.optimizer.push_back({name, HostCopy(tensor)});
+      state.optimizer.push_back({name, HostTensor(tensor)});
     }
     ASSIGN_OR_RETURN(path, WriteCheckpoint(job.checkpoint_root, state));
     // Keep the newest N, never the committed one (it may be older).

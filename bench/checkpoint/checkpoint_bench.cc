@@ -142,8 +142,10 @@ class Trainer {
     state.job_fingerprint = 0x5eed;
     state.generation = 1;
     state.next_stream_position = (step + 1) * spec_.global_batch();
+    // As the agent (HostTensor): CPU parameters are written in place, the
+    // optimizer's state from its StateTensors() snapshot.
     for (const auto& item : model_->named_parameters()) {
-      state.model.push_back({item.key(), item.value().detach().clone()});
+      state.model.push_back({item.key(), item.value().detach()});
     }
     for (auto& [name, tensor] : optimizer_->StateTensors()) {
       state.optimizer.push_back({name, tensor});
@@ -418,7 +420,8 @@ absl::Status Run() {
     const char* name;
     absl::Duration PodtrainTimes::*field;
   } phases[] = {
-      {"snapshot (clone params + optimizer state)", &PodtrainTimes::snapshot},
+      {"snapshot (the optimizer state; parameters are written in place)",
+       &PodtrainTimes::snapshot},
       {"WriteCheckpoint (files, fsyncs, rename, DONE)", &PodtrainTimes::write},
       {"PruneCheckpoints (keep 3)", &PodtrainTimes::prune},
       {"consumption log fsync", &PodtrainTimes::log_sync},

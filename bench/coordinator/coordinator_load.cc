@@ -95,7 +95,7 @@ ABSL_FLAG(double, report_spread_fraction, 0.5,
 ABSL_FLAG(int, examples_per_rank, 32, "global batch = this x workers");
 ABSL_FLAG(bool, assignment_positions, true,
           "open assignment streams with positions and map them to ids with "
-          "the job's sampler (as the agent does since 2026-12-08); false: "
+          "the job's sampler (as the agent does since 2026-12-07); false: "
           "the coordinator sends every example id");
 ABSL_FLAG(int, lookahead, 16, "the coordinator's --lookahead_steps");
 ABSL_FLAG(double, warmup_s, 3, "seconds after the first step before measuring");
