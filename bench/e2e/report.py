@@ -250,10 +250,12 @@ def main():
           fmt(auto and auto.get("peak_gflops"), "%.1f"),
           fmt(auto_rate, "%.0f"), fmt(forced_rate, "%.0f")))
     if auto_rate and forced_rate and auto_rate > forced_rate:
-        w("Here OpenBLAS's own choice is the faster one: the environment this "
-          "benchmark ran in set OPENBLAS_CORETYPE=%s, and both sides ran with "
-          "those same kernels, so the ratios compare like with like but the "
-          "absolute rates are below what this CPU can do." % forced_core)
+        w("Here OpenBLAS's own choice ran the bare step %.0f %% faster: "
+          "OPENBLAS_CORETYPE=%s came from the environment or from "
+          "bench_blas_env's pick for this CPU's vector extensions, and both "
+          "sides ran with those same kernels, so the ratios compare like with "
+          "like but the absolute rates may be below what this CPU can do." % (
+              100 * (auto_rate / forced_rate - 1), forced_core))
     else:
         w("podtrain-worker corrects this by itself: when OPENBLAS_CORETYPE is "
           "unset and OpenBLAS picked kernels narrower than the CPU's vector "
