@@ -8,8 +8,7 @@
 # holds it) and of the step report round trip; the coordinator's CPU
 # (/proc/<pid>/stat). Heartbeats at the interval the coordinator hands out,
 # which --max_heartbeats_per_second (default 2,000/s) stretches for pools
-# above 600 workers; one more 4,096 run with the bound off shows what it
-# buys. The load generator (bench/coordinator/
+# above 600 workers. The load generator (bench/coordinator/
 # coordinator_load.cc, gRPC's async API on 2 threads, one connection per
 # worker) shares the 2 cores with the coordinator: its CPU is reported too.
 # Every run is bounded (world formation 45 s, a warm-up of 20 s or, for a
@@ -83,9 +82,9 @@ run() {
 run n256 256 20
 run n1024 1024 20
 run n4096 4096 44
-run n4096_unbounded 4096 44 --max_heartbeats_per_second=0
+run n4096_m_k 4096 44 --max_assignment_messages_per_step=0
 LOAD_FLAGS=--assignment_positions=false run n4096_ids 4096 44
-run n4096_every_step 4096 20 --max_reports_per_step=0
+run n4096_every_step 4096 20 --max_reports_per_step=0 --max_assignment_messages_per_step=0
 PIN=1 run n4096_pinned 4096 44
 
 field() {  # field LABEL NAME
@@ -141,8 +140,11 @@ fi
   echo "steps' digests: k = 2 at 256 workers, 8 at 1,024, 32 at 4,096, and, as the"
   echo "agent does since 2026-12-07, the ranks reporting at the same step spread over"
   echo "half of it: the i-th of them sends i / (N / k) x 500 ms after the step ends,"
-  echo "worker/step_reporter.h ReportSpreadDelay), assignments k steps"
-  echo "a stream message; workers start over 1 s per 1,024 (a pod coming up); heartbeats at"
+  echo "worker/step_reporter.h ReportSpreadDelay); assignments (stream positions,"
+  echo "which the rank maps to ids) m = max(k, ceil(N / 64)) steps a stream message"
+  echo "(--max_assignment_messages_per_step = 64, since 2026-12-07; before, m = k):"
+  echo "m = 4 at 256, 16 at 1,024, 64 at 4,096, each rank's messages at its own"
+  echo "offset; workers start over 1 s per 1,024 (a pod coming up); heartbeats at"
   echo "the interval the coordinator hands out, one in flight per worker: 300 ms"
   echo "with a 3 s lease up to 600 workers, above that stretched so the pool sends at"
   echo "most --max_heartbeats_per_second (default 2,000/s): 1,024 workers every"
@@ -150,7 +152,7 @@ fi
   echo "runs on the same 2 cores: its CPU is in the table. Measured over 8 s after a"
   echo "warm-up of 20 s, or k + 12 s for k > 8 (44 s at k = 32: steps 44 to 51): a"
   echo "world reporting every 32 steps sends its first reports at steps 0-31, and"
-  echo "only after those does the look-ahead (2k + 4 = 68 steps) move."
+  echo "only after those does the look-ahead (m + k + 4 = 100 steps) move."
   echo
   echo "No peer runs here (nothing comparable hands out per-step work), so the"
   echo "BENCH line's peer is the target, 20 ms, and podtrain is the worse p99 of"
@@ -161,9 +163,9 @@ fi
   row n256 "256 workers"
   row n1024 "1,024 workers"
   row n4096 "4,096 workers"
-  row n4096_unbounded "4,096 workers, heartbeat bound off (300 ms each, 13,653/s)"
+  row n4096_m_k "4,096 workers, k = 32 steps a message (--max_assignment_messages_per_step=0: before 2026-12-07)"
   row n4096_ids "4,096 workers, streams of example ids (load generator --assignment_positions=false: the agent before 2026-12-07)"
-  row n4096_every_step "4,096 workers, every rank reports every step (--max_reports_per_step=0)"
+  row n4096_every_step "4,096 workers, every rank reports every step and gets one step a message (--max_reports_per_step=0 --max_assignment_messages_per_step=0)"
   row n4096_pinned "4,096 workers, coordinator and load generator on a core each (taskset -c 0 / -c 1)"
   echo
   echo "Probe: one extra worker heartbeating 10 times a second from its own thread"
@@ -180,34 +182,44 @@ fi
   echo
   echo "Largest N with p99 < 20 ms for both heartbeats and assignments: $largest_met."
   echo
+  echo "What the 4,096 rows show. A world of 4,096 reports every k = 32 steps at"
+  echo "staggered offsets; each step, once the last of the 128 ranks whose reports"
+  echo "hold the slowest step back has reported, the horizon moves and the ranks"
+  echo "whose message boundary it passes get their next message, all at once: one"
+  echo "stream write each, a syscall and a wake-up on both sides (instrumented hand"
+  echo "runs on 2026-12-07: 128 StartWrite calls took the coordinator's pump 4-24 ms,"
+  echo "its wake-up after the report 1.5-2.4 ms). Two changes of 2026-12-07 cut"
+  echo "that burst: messages carry each step's stream positions (two integers a"
+  echo "step) instead of its 32 example ids, which the rank maps to ids through its"
+  echo "own sampler (streams-of-ids row: coordinator $(field n4096_ids coordinator_cores) cores, load generator"
+  echo "$(field n4096_ids client_cores), assignment p50 $(field n4096_ids assignment_p50_ms) / p99 $(field n4096_ids assignment_p99_ms) ms), and a world gets m = 64 steps"
+  echo "a message, so a step sends 64 messages instead of 128 (row m = k:"
+  echo "assignment p50 $(field n4096_m_k assignment_p50_ms) / p99 $(field n4096_m_k assignment_p99_ms) ms); with both, default flags: coordinator"
+  echo "$(field n4096 coordinator_cores) cores, load generator $(field n4096 client_cores), assignment p50 $(field n4096 assignment_p50_ms) / p99 $(field n4096 assignment_p99_ms) ms ($(per_message n4096))."
+  echo "The pinned row puts the coordinator and the load generator on a core each,"
+  echo "so neither waits for the other's bursts: heartbeat p99 $(field n4096_pinned heartbeat_p99_ms) ms, reports"
+  echo "$(field n4096_pinned report_p99_ms), assignments $(field n4096_pinned assignment_p99_ms). (The heartbeat-bound-off row, last run 2026-12-07"
+  echo "23:30 UTC: heartbeat p99 763 ms, assignment 1,181 ms, 8,730 errors, gave"
+  echo "its place to the m = k row.)"
+  echo
   if [[ "$met" != yes ]]; then
-    echo "Why 4,096 workers miss the target in this run: a world of 4,096 reports"
-    echo "every k = 32 steps at staggered offsets and gets 32 steps a stream message;"
-    echo "each step, once the last of the 128 ranks whose reports hold the slowest"
-    echo "step back has reported, the horizon moves and 128 messages go out at once."
-    echo "Since 2026-12-07 a message carries each step's stream positions (two"
-    echo "integers a step) instead of its 32 example ids, which the rank maps to ids"
-    echo "through its own sampler: against the streams-of-ids row, the coordinator's"
-    echo "CPU went from $(field n4096_ids coordinator_cores) to $(field n4096 coordinator_cores) cores, the load generator's from"
-    echo "$(field n4096_ids client_cores) to $(field n4096 client_cores), assignment p50 from $(field n4096_ids assignment_p50_ms) to $(field n4096 assignment_p50_ms) ms"
-    echo "($(per_message n4096)). The p99 that remains is shared by every kind of call"
-    echo "and by the probe, which has its own thread and connection (probe p99"
-    echo "$(field n4096 probe_p99_ms) ms), and the load generator itself handles its ranks' step ends up"
-    echo "to $(field n4096 step_end_late_p99_ms) ms late (p99): 4,096 workers' worth of connections, timers and"
-    echo "step ends and the coordinator take turns on 2 cores. perf (2026-12-07,"
-    echo "cpu-clock, AMD EPYC VM) puts 42 % of the load generator's samples and 48 %"
-    echo "of the coordinator's in the kernel (context switches, futex wake-ups,"
-    echo "loopback TCP; the paravirtualised interrupt re-enable after a context switch,"
-    echo "pvm_irq_enable, alone 28 % of the load generator's), 28-34 % in gRPC, and"
-    echo "under 5 % in either program's own code; gRPC's timer thread takes 21 % and"
-    echo "15 %. With the two processes on a core each (the pinned row), neither waits"
-    echo "for the other's bursts: heartbeat p99 $(field n4096_pinned heartbeat_p99_ms) ms, reports $(field n4096_pinned report_p99_ms), step-end lag"
-    echo "$(field n4096_pinned step_end_late_p99_ms), assignment p99 $(field n4096_pinned assignment_p99_ms) (the 128 messages of a step now written from"
-    echo "one core). Next: a machine where the load generator has cores of its own, or"
-    echo "fewer gRPC wake-ups per simulated worker (several workers per connection)."
+    echo "Why 4,096 workers miss the target in this run: the p99 that remains is"
+    echo "shared by every kind of call and by the probe, which has its own thread"
+    echo "and connection (probe p99 $(field n4096 probe_p99_ms) ms), and the load generator itself handles"
+    echo "its ranks' step ends up to $(field n4096 step_end_late_p99_ms) ms late (p99): 4,096 workers' worth of"
+    echo "connections, timers and step ends and the coordinator take turns on 2"
+    echo "cores. perf (2026-12-07, cpu-clock, AMD EPYC VM) puts 42 % of the load"
+    echo "generator's samples and 48 % of the coordinator's in the kernel (context"
+    echo "switches, futex wake-ups, loopback TCP; the paravirtualised interrupt"
+    echo "re-enable after a context switch, pvm_irq_enable, alone 28 % of the load"
+    echo "generator's), 28-34 % in gRPC, and under 5 % in either program's own code;"
+    echo "gRPC's timer thread takes 21 % and 15 %. On this VM the p99 of the same"
+    echo "build also varies from run to run (hand runs on 2026-12-07: 17-89 ms for"
+    echo "assignments, p50 steady at 10-17 ms). Next: a machine where the load"
+    echo "generator has cores of its own, or fewer gRPC wake-ups per simulated worker."
     echo
   fi
-  for label in n256 n1024 n4096 n4096_unbounded n4096_ids n4096_every_step n4096_pinned; do
+  for label in n256 n1024 n4096 n4096_m_k n4096_ids n4096_every_step n4096_pinned; do
     [[ -f "$out/$label/report.md" ]] || continue
     echo "#### Run $label"
     echo

@@ -207,17 +207,21 @@ void Coordinator::NoteProgress(JobRuntime& runtime, int32_t rank,
 
 void Coordinator::ResetProgress(JobRuntime& runtime, size_t ranks,
                                 int64_t step) {
-  const int64_t per_step = options_.max_reports_per_step;
-  runtime.report_every_steps =
-      per_step <= 0
-          ? 1
-          : static_cast<int32_t>(std::max<int64_t>(
-                1, (static_cast<int64_t>(ranks) + per_step - 1) / per_step));
+  const auto every = [ranks](int64_t per_step) {
+    return per_step <= 0 ? 1
+                         : static_cast<int32_t>(std::max<int64_t>(
+                               1, (static_cast<int64_t>(ranks) + per_step - 1) /
+                                      per_step));
+  };
+  runtime.report_every_steps = every(options_.max_reports_per_step);
+  runtime.message_every_steps =
+      std::max(runtime.report_every_steps,
+               every(options_.max_assignment_messages_per_step));
   // A rank's last report may be k - 1 steps old, and its assignments arrive
-  // k at a time: 2k + 4 keeps its next step in hand with margin.
-  runtime.lookahead_steps =
-      std::max<int64_t>(options_.assignment_lookahead_steps,
-                        2 * int64_t{runtime.report_every_steps} + 4);
+  // m at a time: m + k + 4 keeps its next step in hand with margin.
+  runtime.lookahead_steps = std::max<int64_t>(
+      options_.assignment_lookahead_steps,
+      int64_t{runtime.message_every_steps} + runtime.report_every_steps + 4);
   runtime.reported_step.assign(ranks, step);
   runtime.slowest = step;
   runtime.at_slowest = ranks;
@@ -789,15 +793,15 @@ absl::StatusOr<Coordinator::AssignmentPlan> Coordinator::PlanAssignments(
   JobRuntime& runtime = Runtime(*membership.first);
   if (!continuation) NoteProgress(runtime, membership.second, from - 1);
   // The horizon: the slowest rank's next step plus the look-ahead. In a
-  // world that reports every k > 1 steps, this rank's messages end at steps
-  // t with (t + rank) % k == 0 (exclusive), so each advance of the horizon
-  // releases a message of k steps to 1/k of the ranks, not one step to all.
+  // world that gets m > 1 steps a message, this rank's messages end at steps
+  // t with (t + rank) % m == 0 (exclusive), so each advance of the horizon
+  // releases a message of m steps to 1/m of the ranks, not one step to all.
   const int32_t rank = membership.second;
   const auto stop = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const int64_t horizon = Horizon(*state_.FindJob(name), runtime);
-    const int64_t k = runtime.report_every_steps;
-    if (k <= 1 || horizon >= runtime.total_steps) return horizon;
-    return horizon - (horizon + rank) % k;
+    const int64_t m = runtime.message_every_steps;
+    if (m <= 1 || horizon >= runtime.total_steps) return horizon;
+    return horizon - (horizon + rank) % m;
   };
   const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const JobRecord* job = state_.FindJob(name);
@@ -828,9 +832,9 @@ absl::StatusOr<Coordinator::AssignmentPlan> Coordinator::PlanAssignments(
     if (wake_horizon != nullptr) {
       // The first horizon at which stop() passes `from`: the next step
       // boundary t > from of this rank's messages, or the job's end.
-      const int64_t k = runtime.report_every_steps;
+      const int64_t m = runtime.message_every_steps;
       int64_t t = from + 1;
-      if (k > 1) t += (k - (t + rank) % k) % k;
+      if (m > 1) t += (m - (t + rank) % m) % m;
       wake_horizon->store(std::min(t, runtime.total_steps));
     }
     return absl::DeadlineExceededError(absl::StrCat(

@@ -96,7 +96,8 @@ struct CoordinatorOptions {
   absl::Duration restart_backoff_base = absl::Milliseconds(500);
   absl::Duration restart_backoff_max = absl::Seconds(30);
   // Assignments run at most this many steps ahead of the slowest rank
-  // (more in worlds that report every k > 1 steps: at least 2k + 4).
+  // (more in worlds that report every k > 1 steps or get m > 1 steps a
+  // message: at least m + k + 4).
   int64_t assignment_lookahead_steps = 16;
   // A world of W ranks reports every ceil(W / max_reports_per_step) steps
   // (JoinGenerationResponse.report_every_steps), its ranks staggered, and
@@ -107,6 +108,14 @@ struct CoordinatorOptions {
   // at 4,096 ranks, 256 a step left the assignment p99 at 20 ms, 128 halves
   // the burst). 0: every step, whatever the world's size.
   int32_t max_reports_per_step = 128;
+  // A world of W ranks gets its assignments m = max(k, ceil(W / this))
+  // steps a message, k its report interval, each rank's messages ending at
+  // its own offset: a step then brings about W / m stream writes, each a
+  // syscall and a wake-up on both sides (at 4,096 ranks, the 128 writes a
+  // step of m = k = 32 took the coordinator 4-24 ms, bench/RESULTS.md,
+  // coordinator). Stream positions make the longer look-ahead this needs
+  // cheap: 16 bytes a step. 0: m = k.
+  int32_t max_assignment_messages_per_step = 64;
   // Workers the pool can ever have (0: unknown). A job whose min_workers
   // exceeds it is refused with RESOURCE_EXHAUSTED instead of queueing
   // forever.
@@ -270,6 +279,7 @@ class Coordinator {
     // The current generation's report interval and look-ahead (set with
     // the progress, by ResetProgress; see JoinGenerationResponse).
     int32_t report_every_steps = 1;
+    int32_t message_every_steps = 1;  // m, see max_assignment_messages_...
     int64_t lookahead_steps = 0;
     // Signalled when what NextAssignments waits for may have changed (the
     // look-ahead horizon moved, the generation changed or is ending, the job

@@ -77,11 +77,14 @@ ABSL_FLAG(int64_t, restart_backoff_ms, 500, "first restart backoff");
 ABSL_FLAG(int64_t, restart_backoff_max_ms, 30000,
           "restart backoff doubles per restart up to this");
 ABSL_FLAG(int64_t, lookahead_steps, 16,
-          "assignment look-ahead, in steps (at least 2k + 4 in worlds that "
-          "report every k steps)");
+          "assignment look-ahead, in steps (at least m + k + 4 in worlds that "
+          "report every k steps and get m steps a message)");
 ABSL_FLAG(int32_t, max_reports_per_step, 128,
-          "a world of W ranks reports every ceil(W / this) steps, staggered, "
-          "and gets its assignments as many steps a message; 0: every step");
+          "a world of W ranks reports every k = ceil(W / this) steps, "
+          "staggered; 0: every step");
+ABSL_FLAG(int32_t, max_assignment_messages_per_step, 64,
+          "a world of W ranks gets its assignments max(k, ceil(W / this)) "
+          "steps a stream message, staggered; 0: k steps a message");
 ABSL_FLAG(int32_t, max_pool_workers, 0,
           "workers the pool can ever hold (0: unknown); larger gangs are "
           "refused");
@@ -142,6 +145,8 @@ int main(int argc, char** argv) {
       absl::Milliseconds(absl::GetFlag(FLAGS_restart_backoff_max_ms));
   coordinator.assignment_lookahead_steps = absl::GetFlag(FLAGS_lookahead_steps);
   coordinator.max_reports_per_step = absl::GetFlag(FLAGS_max_reports_per_step);
+  coordinator.max_assignment_messages_per_step =
+      absl::GetFlag(FLAGS_max_assignment_messages_per_step);
   coordinator.max_pool_workers = absl::GetFlag(FLAGS_max_pool_workers);
 
   absl::Notification shutdown;

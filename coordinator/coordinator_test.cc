@@ -82,6 +82,8 @@ class CoordinatorTest : public ::testing::Test {
     options.journal_path = journal_;
     options.max_pool_workers = 8;
     options.max_reports_per_step = max_reports_per_step_;
+    options.max_assignment_messages_per_step = max_messages_per_step_;
+    options.assignment_lookahead_steps = assignment_lookahead_steps_;
     auto coordinator = Coordinator::Create(options, &clock_);
     ASSERT_TRUE(coordinator.ok()) << coordinator.status();
     coordinator_ = std::move(*coordinator);
@@ -158,6 +160,8 @@ class CoordinatorTest : public ::testing::Test {
 
   FakeClock clock_{absl::FromUnixSeconds(1'000'000)};
   int32_t max_reports_per_step_ = 128;
+  int32_t max_messages_per_step_ = 64;
+  int64_t assignment_lookahead_steps_ = 16;
   std::string journal_;
   std::string dataset_;
   std::unique_ptr<Coordinator> coordinator_;
@@ -360,6 +364,51 @@ TEST_F(CoordinatorTest, StepReportsAreAuditedAgainstAssignments) {
 // A world larger than max_reports_per_step (here 1, so 2 ranks make k = 2)
 // reports every k steps, each report carrying the steps since the last one,
 // and gets its assignments k steps a message at a rank's own offset.
+// Messages may be sparser than reports: with 2 ranks and at most 1 message
+// a step, each rank gets m = 2 steps a message at its own offset while both
+// still report every step (k = 1), and the look-ahead covers m + k + 4.
+TEST_F(CoordinatorTest, AssignmentMessagesCanBeSparserThanReports) {
+  max_messages_per_step_ = 1;
+  assignment_lookahead_steps_ = 4;
+  Restart();
+  StartTwoWorkerJob();
+  std::map<std::string, int32_t> rank;
+  for (const auto& [worker, incarnation] :
+       std::vector<std::pair<std::string, uint64_t>>{{"w0", 100},
+                                                     {"w1", 200}}) {
+    auto world = Join(worker, incarnation);
+    ASSERT_TRUE(world.ok()) << world.status();
+    EXPECT_EQ(world->report_every_steps(), 1);
+    EXPECT_EQ(world->assignment_lookahead_steps(), 7);  // m + k + 4
+    rank[worker] = world->rank();
+  }
+  for (const auto& [worker, incarnation] :
+       std::vector<std::pair<std::string, uint64_t>>{{"w0", 100},
+                                                     {"w1", 200}}) {
+    v1::StreamAssignmentsRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    request.set_generation(1);
+    request.set_from_step(0);
+    auto first = coordinator_->NextAssignments(request, 100, clock_.Now());
+    ASSERT_TRUE(first.ok()) << first.status();
+    // Up to the horizon (no step reported yet: -1 + 1 + 7 = 7), cut at the
+    // rank's offset.
+    const int64_t end = first->back().step() + 1;
+    EXPECT_EQ((end + rank[worker]) % 2, 0) << worker << " ends at " << end;
+    EXPECT_GE(end, 6);
+    EXPECT_LE(end, 7);
+    // The horizon has not moved: nothing more, even one step on.
+    request.set_from_step(end);
+    EXPECT_EQ(coordinator_
+                  ->NextAssignments(request, 100, clock_.Now(),
+                                    /*continuation=*/true)
+                  .status()
+                  .code(),
+              absl::StatusCode::kDeadlineExceeded);
+  }
+}
+
 TEST_F(CoordinatorTest, LargeWorldsReportEveryKStepsAndGetKStepsAMessage) {
   max_reports_per_step_ = 1;
   Restart();
