@@ -144,6 +144,18 @@ class CoordinatorTest : public ::testing::Test {
 
   v1::Job Job(const std::string& name) { return *coordinator_->GetJob(name); }
 
+  // A request for generation 1's assignments from `from` on.
+  static v1::StreamAssignmentsRequest StreamRequest(const std::string& worker,
+                                                    uint64_t incarnation,
+                                                    int64_t from) {
+    v1::StreamAssignmentsRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(incarnation);
+    request.set_generation(1);
+    request.set_from_step(from);
+    return request;
+  }
+
   // Two workers form generation 1 of a min=max=2 job.
   std::string StartTwoWorkerJob() {
     const std::string job = CreateJob(2, 2);
@@ -279,11 +291,8 @@ TEST_F(CoordinatorTest, AssignmentsAreWhatTheSamplerComputes) {
        std::vector<std::pair<std::string, uint64_t>>{{"w0", 100},
                                                      {"w1", 200}}) {
     auto membership = Join(worker, incarnation);
-    v1::StreamAssignmentsRequest request;
-    request.set_worker_id(worker);
-    request.set_incarnation(incarnation);
-    request.set_generation(1);
-    request.set_from_step(0);
+    v1::StreamAssignmentsRequest request =
+        StreamRequest(worker, incarnation, 0);
     auto assignments =
         coordinator_->NextAssignments(request, 100, clock_.Now());
     ASSERT_TRUE(assignments.ok()) << assignments.status();
@@ -310,11 +319,8 @@ TEST_F(CoordinatorTest, PositionAssignmentsNameTheSameExamplesAsIds) {
        std::vector<std::pair<std::string, uint64_t>>{{"w0", 100},
                                                      {"w1", 200}}) {
     auto membership = Join(worker, incarnation);
-    v1::StreamAssignmentsRequest request;
-    request.set_worker_id(worker);
-    request.set_incarnation(incarnation);
-    request.set_generation(1);
-    request.set_from_step(3);
+    v1::StreamAssignmentsRequest request =
+        StreamRequest(worker, incarnation, 3);
     auto ids = coordinator_->NextAssignments(request, 100, clock_.Now());
     request.set_positions(true);
     auto positions = coordinator_->NextAssignments(request, 100, clock_.Now());
@@ -385,11 +391,8 @@ TEST_F(CoordinatorTest, AssignmentMessagesCanBeSparserThanReports) {
   for (const auto& [worker, incarnation] :
        std::vector<std::pair<std::string, uint64_t>>{{"w0", 100},
                                                      {"w1", 200}}) {
-    v1::StreamAssignmentsRequest request;
-    request.set_worker_id(worker);
-    request.set_incarnation(incarnation);
-    request.set_generation(1);
-    request.set_from_step(0);
+    v1::StreamAssignmentsRequest request =
+        StreamRequest(worker, incarnation, 0);
     auto first = coordinator_->NextAssignments(request, 100, clock_.Now());
     ASSERT_TRUE(first.ok()) << first.status();
     // Up to the horizon (no step reported yet: -1 + 1 + 7 = 7), cut at the
@@ -427,11 +430,8 @@ TEST_F(CoordinatorTest, LargeWorldsReportEveryKStepsAndGetKStepsAMessage) {
   }
   const auto fetch = [&](const std::string& worker, uint64_t incarnation,
                          int64_t from) {
-    v1::StreamAssignmentsRequest request;
-    request.set_worker_id(worker);
-    request.set_incarnation(incarnation);
-    request.set_generation(1);
-    request.set_from_step(from);
+    v1::StreamAssignmentsRequest request =
+        StreamRequest(worker, incarnation, from);
     return coordinator_->NextAssignments(request, 100, clock_.Now(),
                                          /*continuation=*/from > 0);
   };
