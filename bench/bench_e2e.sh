@@ -53,6 +53,9 @@ fi
 echo "== build (optimized)"
 bench_build //cli:podtrain //cli:podtrain-data //cli:podtrain-audit \
   //coordinator:podtrain-coordinator //worker:podtrain-worker //bench/e2e:gemm_peak || exit 1
+# Bazel's server (a JVM: garbage collection, JIT threads) would otherwise
+# share the two cores with the runs below; bench_build restarts it.
+bazel shutdown 2>/dev/null
 
 # The fp32 limit, measured before and after the training runs (report.py
 # takes the best: on a shared machine, load only ever lowers it): 1 thread,
@@ -90,16 +93,12 @@ run_podtrain() {  # world tag
     --worker-flag --threads=1 >"$out/podtrain-$2.log" 2>&1 &
   run=$!
   # The workers' own step profile: their /metrics, scraped until they exit.
-  while kill -0 "$run" 2>/dev/null; do
-    for ((i = 0; i < $1; i++)); do
-      port=$(cat "$work/worker-$i.metrics_port" 2>/dev/null) || continue
-      curl -sf --max-time 1 "http://127.0.0.1:$port/metrics" >"$out/metrics.tmp" &&
-        mv "$out/metrics.tmp" "$out/podtrain-$2-worker-$i.metrics"
-    done
-    sleep 1
-  done
+  "$BENCH_PYTHON" bench/e2e/scrape_metrics.py --pid "$run" --work "$work" \
+    --out "$out/podtrain-$2" --workers "$1" &
+  scraper=$!
   wait "$run"
   echo "run.sh exit status $?"
+  wait "$scraper"
   grep '^RESULT ' "$out/podtrain-$2.log" || tail -20 "$out/podtrain-$2.log"
 }
 

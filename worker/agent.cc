@@ -923,6 +923,7 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     metrics_->loss->Set(mean_loss);
     metrics_->learning_rate->Set(learning_rate);
     metrics_->allreduce_seconds->Observe(buckets.last_reduce_seconds());
+    metrics_->allreduce_wait_seconds->Observe(buckets.last_wait_seconds());
     metrics_->allreduce_bytes->Increment(buckets.last_reduce_bytes());
 
     const int64_t interval = job.spec.checkpoint().interval_steps();

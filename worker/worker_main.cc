@@ -27,6 +27,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "common/blas_env.h"
 #include "common/launch_files.h"
 #include "common/logging.h"
@@ -103,6 +104,12 @@ int main(int argc, char** argv) {
   podtrain::InitLogging(argv[0]);
   // Right after glog (whose failure handler would otherwise own SIGTERM).
   signal(SIGTERM, OnSigterm);
+  // As in the coordinator: Debian builds Abseil without NDEBUG, so every
+  // absl::Mutex in the process (gRPC's, the input pipeline's, the gradient
+  // buckets' several a step) would feed the lock-order graph (perf of a
+  // world-2 reference run: GraphCycles among the worker's own symbols).
+  // The tests keep it on.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   podtrain::worker::AgentOptions options;
   options.coordinator_address = absl::GetFlag(FLAGS_coordinator);

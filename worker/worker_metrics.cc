@@ -43,8 +43,12 @@ WorkerMetrics::WorkerMetrics(std::shared_ptr<prometheus::Registry> r)
                                   "Time a step waited for its input batch.")),
       allreduce_seconds(
           Histogram(*registry, "podtrain_worker_allreduce_duration_seconds",
-                    "Time in gradient all-reduce per step (not hidden by "
-                    "backward).")),
+                    "Time inside gradient all-reduce calls per step, "
+                    "overlapped with backward or not.")),
+      allreduce_wait_seconds(Histogram(
+          *registry, "podtrain_worker_allreduce_wait_seconds",
+          "Time a step waited for its gradient all-reduce after backward: "
+          "the part backward did not hide.")),
       allreduce_bytes(Counter(*registry,
                               "podtrain_worker_allreduce_bytes_total",
                               "Bytes all-reduced.")),

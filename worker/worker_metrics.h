@@ -2,7 +2,12 @@
 //
 //   podtrain_worker_step_duration_seconds    histogram
 //   podtrain_worker_data_wait_seconds        histogram (blocked on input)
-//   podtrain_worker_allreduce_duration_seconds  histogram (per step)
+//   podtrain_worker_allreduce_duration_seconds  histogram (per step: time
+//                                            inside gradient all-reduce calls,
+//                                            overlapped with backward or not)
+//   podtrain_worker_allreduce_wait_seconds   histogram (per step: the part
+//                                            backward did not hide, the wait
+//                                            after backward)
 //   podtrain_worker_allreduce_bytes_total    counter
 //   podtrain_worker_examples_total           counter (rate() = examples/s)
 //   podtrain_worker_examples_per_second      gauge (last step)
@@ -36,6 +41,7 @@ struct WorkerMetrics {
   prometheus::Histogram* step_seconds;
   prometheus::Histogram* data_wait_seconds;
   prometheus::Histogram* allreduce_seconds;
+  prometheus::Histogram* allreduce_wait_seconds;
   prometheus::Counter* allreduce_bytes;
   prometheus::Counter* examples;
   prometheus::Gauge* examples_per_second;
