@@ -704,8 +704,13 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
                        ConnectGloo(comm_options, store);
   if (communicator.ok() && !device.is_cuda() &&
       options_.shared_memory_allreduce) {
-    communicator = ConnectSharedMemory(comm_options, SharedMemoryOptions(),
-                                       store, *std::move(communicator));
+    // Room for the gradient buckets and the stop flag (below): the ranks
+    // then reduce them with no copy in or out.
+    SharedMemoryOptions shared;
+    shared.buffer_bytes =
+        ReduceBufferBytes(job.model->parameters()) + kReduceBufferAlign;
+    communicator = ConnectSharedMemory(comm_options, shared, store,
+                                       *std::move(communicator));
   }
   if (!communicator.ok()) {
     release();
@@ -782,6 +787,9 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
   if (generation_over_) generation->Abort();  // raced with the heartbeat
   GradientBuckets buckets(job.model->parameters(),
                           generation->communicator.get());
+  // After the buckets, on every rank alike (NewReduceBuffer's contract).
+  torch::Tensor stop = generation->communicator->NewReduceBuffer(
+      1, torch::TensorOptions().dtype(torch::kFloat32).device(device));
 
   // --- the steps -----------------------------------------------------------
   // Step reports go out from their own thread, in order (see
@@ -863,9 +871,7 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
     absl::Status reduced = buckets.FinishReduction();
     // The stop flag rides in its own all-reduce: every rank sees the same
     // sum at the same step, so they all checkpoint at this step's end.
-    torch::Tensor stop =
-        torch::tensor({(preempting_ || checkpoint_requested_) ? 1.0f : 0.0f})
-            .to(device);
+    stop.fill_((preempting_ || checkpoint_requested_) ? 1.0f : 0.0f);
     if (reduced.ok()) reduced = generation->communicator->AllReduceSum(stop);
     if (!reduced.ok()) {
       if (!generation_over_) {

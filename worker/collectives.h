@@ -31,6 +31,7 @@
 
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -59,12 +60,29 @@ class Communicator {
   // Returns once every rank has entered the barrier.
   virtual absl::Status Barrier() = 0;
 
+  // A zero-filled flat tensor of `numel` elements to AllReduceSum in place,
+  // placed where this backend reduces it fastest: the shared-memory backend
+  // hands out memory every rank on the host maps, which it reduces with no
+  // copy in or out (worker/shm_communicator.h); the default is
+  // torch::zeros. Ranks must ask for the same sequence of buffers (as
+  // GradientBuckets does: same model, same order), from the thread that
+  // issues the operations. The tensor stays valid after the communicator is
+  // gone.
+  virtual torch::Tensor NewReduceBuffer(int64_t numel,
+                                        const torch::TensorOptions& options) {
+    return torch::zeros({numel}, options);
+  }
+
   // Makes every pending and future operation fail promptly with ABORTED
   // (generation change). Also drops this rank's connections, so peers
   // blocked on it fail promptly too instead of waiting out their timeout.
   // Safe from any thread; idempotent.
   virtual void Abort() = 0;
 };
+
+// NewReduceBuffer's backends round every buffer up to this many bytes (a
+// page: buffers never share a cache line or a page).
+inline constexpr int64_t kReduceBufferAlign = 4096;
 
 struct CommunicatorOptions {
   int rank = 0;

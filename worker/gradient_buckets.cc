@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <functional>
 #include <utility>
 
@@ -89,6 +90,18 @@ std::vector<std::vector<size_t>> AssignBuckets(
   return buckets;
 }
 
+int64_t ReduceBufferBytes(const std::vector<torch::Tensor>& parameters) {
+  // A bucket's bytes rounded up are at most its parameters' bytes rounded
+  // up one by one (an empty buffer still takes one unit).
+  int64_t bytes = 0;
+  for (const torch::Tensor& param : parameters) {
+    if (!Hooked(param)) continue;
+    bytes += (std::max<int64_t>(Bytes(param), 1) + kReduceBufferAlign - 1) /
+             kReduceBufferAlign * kReduceBufferAlign;
+  }
+  return bytes;
+}
+
 GradientBuckets::GradientBuckets(std::vector<torch::Tensor> parameters,
                                  Communicator* communicator,
                                  GradientBucketOptions options)
@@ -111,9 +124,12 @@ GradientBuckets::GradientBuckets(std::vector<torch::Tensor> parameters,
       bucket.bytes += Bytes(params_[p]);
     }
     const torch::Tensor& first = params_[bucket.params.front()];
-    bucket.buffer = torch::zeros({elements}, torch::TensorOptions()
-                                                 .dtype(first.scalar_type())
-                                                 .device(first.device()));
+    // Where the communicator reduces fastest: shared memory reduces its own
+    // buffers without copying them in and out.
+    bucket.buffer =
+        communicator_->NewReduceBuffer(elements, torch::TensorOptions()
+                                                     .dtype(first.scalar_type())
+                                                     .device(first.device()));
     buckets_.push_back(std::move(bucket));
   }
   {

@@ -10,9 +10,11 @@
 //     same buckets from the same model, so bucket i means the same thing on
 //     every rank.
 //   * Every parameter's .grad() is a view into its bucket's flat buffer
-//     (DDP's gradient_as_bucket_view), so autograd accumulates gradients
-//     straight into the buckets and the reduced sums land in .grad()
-//     without a copy either way. A post hook on every parameter's
+//     (DDP's gradient_as_bucket_view; the buffers come from
+//     Communicator::NewReduceBuffer, in shared memory when the ranks share
+//     a host), so autograd accumulates gradients straight into the
+//     buckets and the reduced sums land in .grad() without a copy either
+//     way. A post hook on every parameter's
 //     AccumulateGrad node counts the gradients in; when a bucket's last
 //     gradient has been accumulated, the bucket is handed to a background
 //     communication thread, which all-reduces the buckets strictly in index
@@ -94,6 +96,12 @@ struct GradientBucketOptions {
 std::vector<std::vector<size_t>> AssignBuckets(
     const std::vector<torch::Tensor>& parameters,
     const GradientBucketOptions& options);
+
+// At most the bytes of Communicator::NewReduceBuffer memory a
+// GradientBuckets over `parameters` takes, whatever the options: what to
+// reserve for it when forming a shared-memory world
+// (SharedMemoryOptions.buffer_bytes).
+int64_t ReduceBufferBytes(const std::vector<torch::Tensor>& parameters);
 
 class GradientBuckets {
  public:

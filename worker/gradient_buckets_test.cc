@@ -1,5 +1,6 @@
-// GradientBuckets: the DDP bucket layout, and real reductions over Gloo
-// (ranks are threads, meeting through a real coordinator's store) compared
+// GradientBuckets: the DDP bucket layout, and real reductions over Gloo and
+// over shared memory (ranks are threads, meeting through a real
+// coordinator's store) compared
 // with a reference computed without any communication: each rank's
 // gradients must end up as the sum of every rank's single-process
 // gradients. Also checks that buckets are reduced while backward is still
@@ -13,6 +14,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -24,6 +26,7 @@
 #include "worker/collectives_test_util.h"
 #include "worker/gloo_communicator.h"
 #include "worker/model.h"
+#include "worker/shm_communicator.h"
 
 namespace podtrain::worker {
 namespace {
@@ -92,12 +95,20 @@ class RecordingCommunicator : public Communicator {
   }
   absl::Status Barrier() override { return inner_->Barrier(); }
   void Abort() override { inner_->Abort(); }
+  torch::Tensor NewReduceBuffer(int64_t numel,
+                                const torch::TensorOptions& options) override {
+    buffers_.push_back(inner_->NewReduceBuffer(numel, options));
+    return buffers_.back();
+  }
+  // The buffers NewReduceBuffer handed out.
+  const std::vector<torch::Tensor>& buffers() const { return buffers_; }
 
   absl::Notification& first_started() { return first_started_; }
   int all_reduces() const { return all_reduces_; }
 
  private:
   Communicator* const inner_;
+  std::vector<torch::Tensor> buffers_;
   absl::Notification first_started_;
   std::atomic<int> all_reduces_{0};
 };
@@ -410,6 +421,89 @@ TEST_F(GradientBucketsTest, GradientsSetToNoneBetweenStepsStillSum) {
     ASSERT_TRUE(results[rank].ok()) << results[rank];
     // Step 2: rank 0 contributes 2, rank 1 contributes 3.
     EXPECT_TRUE(torch::equal(grads[rank], torch::full({5}, 5.0f)));
+  }
+}
+
+// Whether [data, data + bytes) lies in a mapping of a podtrain shared-memory
+// segment (/proc/self/maps names the file, "(deleted)" once unlinked).
+bool InSharedSegment(const torch::Tensor& tensor) {
+  const auto begin = reinterpret_cast<uintptr_t>(tensor.data_ptr());
+  const uintptr_t end = begin + tensor.numel() * tensor.element_size();
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find("/dev/shm/podtrain-") == std::string::npos) continue;
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2 && begin >= lo &&
+        end <= hi) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST_F(GradientBucketsTest, SharedMemoryBucketsAreReducedWhereTheyLie) {
+  // As the agent forms its world: Gloo, then shared memory with room for
+  // exactly ReduceBufferBytes of this model, gradients set to none between
+  // steps.
+  auto gloo = World(2);
+  ASSERT_EQ(gloo.size(), 2u);
+  const int64_t room = ReduceBufferBytes(Mlp()->parameters());
+  constexpr int kSteps = 2;
+  std::vector<std::vector<std::vector<torch::Tensor>>> grads(
+      2, std::vector<std::vector<torch::Tensor>>(kSteps));
+  std::vector<absl::Status> results(2);
+  std::vector<bool> in_segment(2, false);
+  RunRanks(2, [&](int rank) {
+    CommunicatorOptions options;
+    options.rank = rank;
+    options.world_size = 2;
+    options.store_prefix = coordinator_->store_prefix();
+    SharedMemoryOptions shared;
+    shared.buffer_bytes = room;
+    auto shm = ConnectSharedMemory(options, shared,
+                                   coordinator_->NewStore(absl::Seconds(30)),
+                                   std::move(gloo[rank]));
+    if (!shm.ok() || !UsesSharedMemory(**shm)) {
+      results[rank] =
+          shm.ok() ? absl::InternalError("no shared memory") : shm.status();
+      return;
+    }
+    RecordingCommunicator communicator(shm->get());
+    std::shared_ptr<Model> model = Mlp();
+    GradientBucketOptions small;  // several buckets, as in the test above
+    small.first_bucket_bytes = 4 << 10;
+    small.bucket_bytes = 64 << 10;
+    GradientBuckets reducer(model->parameters(), &communicator, small);
+    in_segment[rank] = communicator.buffers().size() == 3;
+    for (const torch::Tensor& buffer : communicator.buffers()) {
+      in_segment[rank] = in_segment[rank] && InSharedSegment(buffer);
+    }
+    for (int step = 0; step < kSteps && results[rank].ok(); ++step) {
+      model->zero_grad(/*set_to_none=*/true);
+      Loss(*model, MakeBatch(rank, step)).backward();
+      results[rank] = reducer.FinishReduction();
+      for (const torch::Tensor& param : model->parameters()) {
+        in_segment[rank] = in_segment[rank] && InSharedSegment(param.grad());
+        grads[rank][step].push_back(param.grad().clone());
+      }
+    }
+  });
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(results[rank].ok()) << results[rank];
+    EXPECT_TRUE(in_segment[rank])
+        << "rank " << rank
+        << ": bucket buffers or gradients outside the shared segment";
+  }
+  for (int step = 0; step < kSteps; ++step) {
+    const auto zero = ReferenceGrads(MakeBatch(0, step));
+    const auto one = ReferenceGrads(MakeBatch(1, step));
+    for (size_t p = 0; p < zero.size(); ++p) {
+      EXPECT_TRUE(torch::equal(grads[0][step][p], grads[1][step][p]));
+      EXPECT_TRUE(torch::allclose(grads[0][step][p], zero[p] + one[p],
+                                  /*rtol=*/1e-5, /*atol=*/1e-7))
+          << "step " << step << ", parameter " << p;
+    }
   }
 }
 

@@ -42,6 +42,7 @@ struct Header {
   uint64_t nonce[2];
   int64_t world_size;
   int64_t slot_bytes;
+  int64_t buffer_bytes;  // each rank's NewReduceBuffer region
   // Bumped by every publisher; sleepers futex-wait on it.
   alignas(64) std::atomic<uint32_t> epoch;
   std::atomic<uint32_t> sleepers;
@@ -49,12 +50,22 @@ struct Header {
   alignas(64) std::atomic<int32_t> failed_rank;
 };
 
-// One rank's progress: the last chunk it copied in, reduced, copied out.
+// One rank's progress: the last operation (a chunk, or a tensor in the
+// buffer regions) it made available, reduced, finished with.
 struct alignas(64) Progress {
   std::atomic<int64_t> arrived;
   std::atomic<int64_t> reduced;
   std::atomic<int64_t> done;
+  // What operation `arrived` is, written before it: every peer checks it
+  // matches its own. Stable until every rank has published `reduced` for it.
+  std::atomic<int64_t> op_offset;  // in the buffer region; -1: slot path
+  std::atomic<int64_t> op_bytes;
+  std::atomic<int32_t> op_dtype;  // c10::ScalarType
 };
+
+// The sum of a buffer-region tensor is written out in blocks of this many
+// bytes, so each block is still in cache when it is copied to the peers.
+constexpr int64_t kSumBlockBytes = 256 << 10;
 
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<int64_t>::is_always_lock_free);
@@ -67,8 +78,12 @@ int64_t ProgressOffset() { return RoundUp(sizeof(Header), 4096); }
 int64_t DataOffset(int64_t world_size) {
   return RoundUp(ProgressOffset() + world_size * sizeof(Progress), 4096);
 }
-int64_t SegmentBytes(int64_t world_size, int64_t slot_bytes) {
+int64_t BuffersOffset(int64_t world_size, int64_t slot_bytes) {
   return DataOffset(world_size) + world_size * 2 * slot_bytes;
+}
+int64_t SegmentBytes(int64_t world_size, int64_t slot_bytes,
+                     int64_t buffer_bytes) {
+  return BuffersOffset(world_size, slot_bytes) + world_size * buffer_bytes;
 }
 
 std::string ErrnoText(int error) { return std::strerror(error); }
@@ -97,6 +112,12 @@ class Segment {
     const Header& h = header();
     return base_ + DataOffset(h.world_size) +
            (rank * 2 + parity) * h.slot_bytes;
+  }
+  int64_t buffer_bytes() const { return header().buffer_bytes; }
+  char* buffer(int rank) const {
+    const Header& h = header();
+    return base_ + BuffersOffset(h.world_size, h.slot_bytes) +
+           rank * h.buffer_bytes;
   }
 
   // Takes the lock on byte `rank`: held for as long as this process lives.
@@ -143,13 +164,13 @@ void Wake(Header& header) {
 // Creates, sizes (pages reserved) and maps a new segment; fills the header.
 absl::StatusOr<std::unique_ptr<Segment>> CreateSegment(
     const std::string& name, int64_t world_size, int64_t slot_bytes,
-    const uint64_t nonce[2]) {
+    int64_t buffer_bytes, const uint64_t nonce[2]) {
   const int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   if (fd < 0) {
     return absl::UnavailableError(
         absl::StrCat("shm_open(", name, "): ", ErrnoText(errno)));
   }
-  const int64_t bytes = SegmentBytes(world_size, slot_bytes);
+  const int64_t bytes = SegmentBytes(world_size, slot_bytes, buffer_bytes);
   const auto fail = [&](absl::string_view what, int error) {
     close(fd);
     shm_unlink(name.c_str());
@@ -170,6 +191,7 @@ absl::StatusOr<std::unique_ptr<Segment>> CreateSegment(
   header.nonce[1] = nonce[1];
   header.world_size = world_size;
   header.slot_bytes = slot_bytes;
+  header.buffer_bytes = buffer_bytes;
   header.failed_rank.store(-1);
   return segment;
 }
@@ -178,13 +200,14 @@ absl::StatusOr<std::unique_ptr<Segment>> CreateSegment(
 absl::StatusOr<std::unique_ptr<Segment>> OpenSegment(const std::string& name,
                                                      int64_t world_size,
                                                      int64_t slot_bytes,
+                                                     int64_t buffer_bytes,
                                                      const uint64_t nonce[2]) {
   const int fd = shm_open(name.c_str(), O_RDWR, 0600);
   if (fd < 0) {
     return absl::UnavailableError(
         absl::StrCat("shm_open(", name, "): ", ErrnoText(errno)));
   }
-  const int64_t bytes = SegmentBytes(world_size, slot_bytes);
+  const int64_t bytes = SegmentBytes(world_size, slot_bytes, buffer_bytes);
   struct stat info = {};
   if (fstat(fd, &info) != 0 || info.st_size != bytes) {
     close(fd);
@@ -202,7 +225,7 @@ absl::StatusOr<std::unique_ptr<Segment>> OpenSegment(const std::string& name,
   const Header& header = segment->header();
   if (header.magic != kMagic || header.nonce[0] != nonce[0] ||
       header.nonce[1] != nonce[1] || header.world_size != world_size ||
-      header.slot_bytes != slot_bytes) {
+      header.slot_bytes != slot_bytes || header.buffer_bytes != buffer_bytes) {
     // Same name, different segment: another host's /dev/shm, or another
     // container's.
     return absl::UnavailableError(
@@ -230,7 +253,7 @@ std::vector<char> Bytes(absl::string_view text) {
 class SharedMemoryCommunicator final : public Communicator {
  public:
   SharedMemoryCommunicator(const CommunicatorOptions& options,
-                           std::unique_ptr<Segment> segment,
+                           std::shared_ptr<Segment> segment,
                            std::unique_ptr<Communicator> transport)
       : rank_(options.rank),
         world_size_(options.world_size),
@@ -253,7 +276,7 @@ class SharedMemoryCommunicator final : public Communicator {
       case torch::kFloat64:
       case torch::kInt32:
       case torch::kInt64:
-        status = Reduce(work);
+        status = InBuffers(work) ? ReduceInBuffers(work) : Reduce(work);
         break;
       default:
         return transport_->AllReduceSum(tensor);  // INVALID_ARGUMENT
@@ -293,7 +316,41 @@ class SharedMemoryCommunicator final : public Communicator {
     transport_->Abort();
   }
 
+  torch::Tensor NewReduceBuffer(int64_t numel,
+                                const torch::TensorOptions& options) override {
+    const int64_t bytes =
+        numel * static_cast<int64_t>(c10::elementSize(
+                    c10::typeMetaToScalarType(options.dtype())));
+    const int64_t reserved =
+        RoundUp(std::max<int64_t>(bytes, 1), kReduceBufferAlign);
+    if (!options.device().is_cpu() || !Reducible(options.dtype()) ||
+        buffer_used_ + reserved > segment_->buffer_bytes()) {
+      return Communicator::NewReduceBuffer(numel, options);
+    }
+    char* const data = segment_->buffer(rank_) + buffer_used_;
+    buffer_used_ += reserved;
+    std::memset(data, 0, bytes);
+    // The tensor keeps the mapping: gradients that are views of a bucket
+    // may outlive this communicator (the next generation replaces them).
+    return torch::from_blob(
+        data, {numel}, [keep = segment_](void*) {}, options);
+  }
+
  private:
+  static bool Reducible(caffe2::TypeMeta dtype) {
+    return dtype == torch::kFloat32 || dtype == torch::kFloat64 ||
+           dtype == torch::kInt32 || dtype == torch::kInt64;
+  }
+
+  // Whether `work` lies in this rank's buffer region (came from
+  // NewReduceBuffer).
+  bool InBuffers(const torch::Tensor& work) const {
+    const char* const region = segment_->buffer(rank_);
+    const char* const data = static_cast<const char*>(work.data_ptr());
+    const int64_t bytes = work.numel() * work.element_size();
+    return segment_->buffer_bytes() > 0 && data >= region &&
+           data + bytes <= region + segment_->buffer_bytes();
+  }
   absl::Status AbortedStatus() const {
     return absl::AbortedError(absl::StrCat(
         "shared-memory communicator of rank ", rank_, " was aborted"));
@@ -390,6 +447,44 @@ class SharedMemoryCommunicator final : public Communicator {
     }
   }
 
+  // What this rank's next `arrived` is (see Progress).
+  void Describe(int64_t offset, int64_t bytes, torch::ScalarType dtype) {
+    Progress& mine = segment_->progress(rank_);
+    mine.op_offset.store(offset, std::memory_order_relaxed);
+    mine.op_bytes.store(bytes, std::memory_order_relaxed);
+    mine.op_dtype.store(static_cast<int32_t>(dtype), std::memory_order_relaxed);
+  }
+
+  static std::string OperationText(const Progress& progress) {
+    const int64_t offset = progress.op_offset.load(std::memory_order_relaxed);
+    return absl::StrCat(
+        progress.op_bytes.load(std::memory_order_relaxed), " bytes of ",
+        c10::toString(static_cast<torch::ScalarType>(
+            progress.op_dtype.load(std::memory_order_relaxed))),
+        offset < 0 ? std::string(" through the slots")
+                   : absl::StrCat(" at offset ", offset, " of its buffers"));
+  }
+
+  // After every rank has arrived: INTERNAL unless all reduce the same thing.
+  absl::Status CheckSameOperation() const {
+    const Progress& mine = segment_->progress(rank_);
+    for (int r = 0; r < world_size_; ++r) {
+      const Progress& theirs = segment_->progress(r);
+      if (theirs.op_offset.load(std::memory_order_relaxed) !=
+              mine.op_offset.load(std::memory_order_relaxed) ||
+          theirs.op_bytes.load(std::memory_order_relaxed) !=
+              mine.op_bytes.load(std::memory_order_relaxed) ||
+          theirs.op_dtype.load(std::memory_order_relaxed) !=
+              mine.op_dtype.load(std::memory_order_relaxed)) {
+        return absl::InternalError(
+            absl::StrCat("the ranks' collectives differ: rank ", r,
+                         " all-reduces ", OperationText(theirs), " where rank ",
+                         rank_, " all-reduces ", OperationText(mine)));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   void Publish(std::atomic<int64_t> Progress::*field, int64_t seq) {
     (segment_->progress(rank_).*field).store(seq, std::memory_order_release);
     Wake(segment_->header());
@@ -416,12 +511,14 @@ class SharedMemoryCommunicator final : public Communicator {
         return s;
       }
       std::memcpy(segment_->slot(rank_, parity), source, n * element);
+      Describe(-1, n * element, work.scalar_type());
       Publish(&Progress::arrived, seq);
       if (absl::Status s = WaitAll(&Progress::arrived, seq, deadline,
                                    "see every rank's chunk");
           !s.ok()) {
         return s;
       }
+      if (absl::Status s = CheckSameOperation(); !s.ok()) return s;
 
       const int64_t part =
           RoundUp((n + world_size_ - 1) / world_size_, align_elements);
@@ -460,20 +557,67 @@ class SharedMemoryCommunicator final : public Communicator {
     return absl::OkStatus();
   }
 
+  // The all-reduce of a tensor in the buffer regions (header comment): no
+  // copies, two waits.
+  absl::Status ReduceInBuffers(torch::Tensor& work) {
+    const int64_t element = work.element_size();
+    const int64_t total = work.numel();
+    if (total == 0) return absl::OkStatus();
+    const int64_t offset =
+        static_cast<char*>(work.data_ptr()) - segment_->buffer(rank_);
+    const absl::Time deadline = absl::Now() + timeout_;
+    const int64_t seq = ++seq_;
+    Describe(offset, total * element, work.scalar_type());
+    Publish(&Progress::arrived, seq);
+    if (absl::Status s = WaitAll(&Progress::arrived, seq, deadline,
+                                 "see every rank's buffer");
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckSameOperation(); !s.ok()) return s;
+
+    const int64_t align_elements = kAlign / element;
+    const int64_t part =
+        RoundUp((total + world_size_ - 1) / world_size_, align_elements);
+    const int64_t lo = std::min(total, rank_ * part);
+    const int64_t hi = std::min(total, lo + part);
+    const int64_t block = kSumBlockBytes / element;
+    torch::NoGradGuard no_grad;
+    for (int64_t begin = lo; begin < hi; begin += block) {
+      const int64_t n = std::min(block, hi - begin);
+      const auto view = [&](int r) {
+        return torch::from_blob(segment_->buffer(r) + offset + begin * element,
+                                {n}, work.options());
+      };
+      // Summed into rank 0's buffer in rank order, then copied to the
+      // others: every rank ends with the same bits.
+      torch::Tensor sum = view(0);
+      for (int r = 1; r < world_size_; ++r) sum.add_(view(r));
+      for (int r = 1; r < world_size_; ++r) view(r).copy_(sum);
+    }
+    // `done` too: the slot path's next chunks wait on it to reuse a slot.
+    segment_->progress(rank_).done.store(seq, std::memory_order_release);
+    Publish(&Progress::reduced, seq);
+    return WaitAll(&Progress::reduced, seq, deadline, "see every rank's sums");
+  }
+
   const int rank_;
   const int world_size_;
   const absl::Duration timeout_;
-  const std::unique_ptr<Segment> segment_;
+  // Shared with the tensors NewReduceBuffer handed out.
+  const std::shared_ptr<Segment> segment_;
   const std::unique_ptr<Communicator> transport_;
   std::atomic<bool> aborted_{false};
 
   // Used only by the thread issuing operations.
-  int64_t seq_ = 0;      // chunks through the segment so far, every rank alike
+  int64_t seq_ = 0;  // operations through the segment so far, every rank alike
+  int64_t buffer_used_ = 0;  // bytes of this rank's buffer region handed out
   absl::Status broken_;  // the first failure; every later operation's result
 };
 
-// Rank 0's part of forming: a segment, announced as "<name> <nonce hex>"
-// (or "- <why>" when it cannot be made).
+// Rank 0's part of forming: a segment, announced as
+// "<name> <nonce hex> <nonce hex> <buffer bytes>" (or "- <why>" when it
+// cannot be made). Without room for the buffer regions, one without them.
 std::unique_ptr<Segment> CreateAndAnnounce(const CommunicatorOptions& options,
                                            const SharedMemoryOptions& shm,
                                            gloo::rendezvous::Store& store) {
@@ -482,8 +626,18 @@ std::unique_ptr<Segment> CreateAndAnnounce(const CommunicatorOptions& options,
                              absl::Uniform<uint64_t>(random)};
   const std::string name =
       absl::StrCat("/podtrain-", getpid(), "-", absl::Hex(nonce[0]));
-  absl::StatusOr<std::unique_ptr<Segment>> segment =
-      CreateSegment(name, options.world_size, shm.slot_bytes, nonce);
+  int64_t buffer_bytes = shm.buffer_bytes;
+  absl::StatusOr<std::unique_ptr<Segment>> segment = CreateSegment(
+      name, options.world_size, shm.slot_bytes, buffer_bytes, nonce);
+  if (!segment.ok() && buffer_bytes > 0) {
+    LOG(WARNING) << "shared-memory all-reduce without its copy-free buffers ("
+                 << options.world_size << " x " << buffer_bytes
+                 << " bytes), every tensor through the slots: "
+                 << segment.status();
+    buffer_bytes = 0;
+    segment = CreateSegment(name, options.world_size, shm.slot_bytes,
+                            buffer_bytes, nonce);
+  }
   if (!segment.ok()) {
     LOG(INFO) << "no shared-memory all-reduce: " << segment.status();
     store.set("shm/segment",
@@ -491,8 +645,9 @@ std::unique_ptr<Segment> CreateAndAnnounce(const CommunicatorOptions& options,
     return nullptr;
   }
   try {
-    store.set("shm/segment", Bytes(absl::StrCat(name, " ", absl::Hex(nonce[0]),
-                                                " ", absl::Hex(nonce[1]))));
+    store.set("shm/segment",
+              Bytes(absl::StrCat(name, " ", absl::Hex(nonce[0]), " ",
+                                 absl::Hex(nonce[1]), " ", buffer_bytes)));
   } catch (...) {
     shm_unlink(name.c_str());
     throw;
@@ -510,12 +665,14 @@ std::unique_ptr<Segment> OpenAnnounced(const CommunicatorOptions& options,
   const std::vector<std::string> fields =
       absl::StrSplit(std::string(value.begin(), value.end()), ' ');
   uint64_t nonce[2];
-  if (fields.size() != 3 || !absl::SimpleHexAtoi(fields[1], &nonce[0]) ||
-      !absl::SimpleHexAtoi(fields[2], &nonce[1])) {
+  int64_t buffer_bytes;
+  if (fields.size() != 4 || !absl::SimpleHexAtoi(fields[1], &nonce[0]) ||
+      !absl::SimpleHexAtoi(fields[2], &nonce[1]) ||
+      !absl::SimpleAtoi(fields[3], &buffer_bytes)) {
     return nullptr;  // rank 0 could not make one; it logged why
   }
-  absl::StatusOr<std::unique_ptr<Segment>> segment =
-      OpenSegment(fields[0], options.world_size, shm.slot_bytes, nonce);
+  absl::StatusOr<std::unique_ptr<Segment>> segment = OpenSegment(
+      fields[0], options.world_size, shm.slot_bytes, buffer_bytes, nonce);
   if (!segment.ok()) {
     LOG(INFO) << "no shared-memory all-reduce (rank " << options.rank
               << "): " << segment.status();
@@ -540,6 +697,12 @@ absl::StatusOr<std::unique_ptr<Communicator>> ConnectSharedMemory(
     return absl::InvalidArgumentError(absl::StrCat(
         "shared-memory slot_bytes must be a positive multiple of 4096, got ",
         shm_options.slot_bytes));
+  }
+  if (shm_options.buffer_bytes < 0 ||
+      shm_options.buffer_bytes % kReduceBufferAlign != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shared-memory buffer_bytes must be a non-negative multiple of ",
+        kReduceBufferAlign, ", got ", shm_options.buffer_bytes));
   }
   if (options.world_size == 1) return transport;
   if (store == nullptr) {
@@ -590,8 +753,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> ConnectSharedMemory(
   if (options.rank == 0) {
     LOG(INFO) << "all-reduce of " << options.world_size
               << " ranks through shared memory ("
-              << SegmentBytes(options.world_size, shm_options.slot_bytes)
-              << " bytes)";
+              << SegmentBytes(options.world_size, shm_options.slot_bytes,
+                              segment->buffer_bytes())
+              << " bytes, " << segment->buffer_bytes()
+              << " of copy-free buffers a rank)";
   }
   return std::unique_ptr<Communicator>(
       std::make_unique<SharedMemoryCommunicator>(options, std::move(segment),

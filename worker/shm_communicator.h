@@ -20,7 +20,20 @@
 // decision is the same on every rank, because every rank reads every
 // rank's answer.
 //
-// The all-reduce: a tensor goes through in chunks of at most slot_bytes.
+// The all-reduce of a tensor from NewReduceBuffer (GradientBuckets' bucket
+// buffers): every rank's buffers live in the segment, at the same offsets
+// on every rank, so no copy is needed. Once all have arrived, rank r sums
+// sub-range r of every rank's buffer, in rank order, and writes the sum into
+// sub-range r of every rank's buffer; once all have, the reduction is done.
+// Two waits a tensor and a third of the memory traffic of the slot path
+// below. Each rank's buffer region is SharedMemoryOptions.buffer_bytes; a
+// request beyond it gets ordinary memory (and the slot path). Every
+// operation also publishes what it reduces (offset, bytes, dtype), and
+// ranks whose operations differ fail with INTERNAL naming both, instead of
+// summing unrelated memory.
+//
+// The all-reduce of any other tensor goes through in chunks of at most
+// slot_bytes.
 // Each rank copies its chunk into its own slot; once all have, rank r sums
 // sub-range r of every rank's slot, in rank order, into its own slot; once
 // all have, every rank copies each rank's reduced sub-range out. Every
@@ -62,6 +75,12 @@ struct SharedMemoryOptions {
   // Bytes of one rank's slot; a chunk of a tensor fills at most one. The
   // segment holds 2 slots per rank.
   int64_t slot_bytes = int64_t{1} << 20;
+  // Bytes of each rank's region for NewReduceBuffer, a multiple of
+  // kReduceBufferAlign (GradientBuckets::ReduceBufferBytes says how much a
+  // model's buckets take). 0: none. When /dev/shm cannot hold the regions
+  // (a container's 64 MB default), the segment is made without them and
+  // every tensor takes the slot path.
+  int64_t buffer_bytes = 0;
 };
 
 // Returns a communicator whose AllReduceSum goes through shared memory when

@@ -49,8 +49,8 @@ torch::Tensor RankInput(int64_t elements, int rank,
 // on top, exactly as the agent does.
 std::vector<std::unique_ptr<Communicator>> SharedWorld(
     TestCoordinator& coordinator, int size, int64_t generation = 1,
-    int64_t slot_bytes = kSlotBytes,
-    absl::Duration timeout = absl::Seconds(30)) {
+    int64_t slot_bytes = kSlotBytes, absl::Duration timeout = absl::Seconds(30),
+    int64_t buffer_bytes = 0) {
   std::vector<std::unique_ptr<Communicator>> world(size);
   std::vector<absl::Status> errors(size);
   RunRanks(size, [&](int rank) {
@@ -67,6 +67,7 @@ std::vector<std::unique_ptr<Communicator>> SharedWorld(
     }
     SharedMemoryOptions shm;
     shm.slot_bytes = slot_bytes;
+    shm.buffer_bytes = buffer_bytes;
     auto shared = ConnectSharedMemory(options, shm, store, *std::move(gloo));
     if (!shared.ok()) {
       errors[rank] = shared.status();
@@ -268,6 +269,159 @@ TEST_F(SharedMemoryCommunicatorTest, FallsBackToGlooWhenNoSegmentCanBeMade) {
   EXPECT_TRUE(OwnSegments().empty());
 }
 
+// Fills a reduce buffer with `values` (same numel).
+void Fill(torch::Tensor& buffer, const torch::Tensor& values) {
+  torch::NoGradGuard no_grad;
+  buffer.copy_(values);
+}
+
+TEST_F(SharedMemoryCommunicatorTest, ReduceBuffersSumInPlaceOnEveryRank) {
+  constexpr int kRanks = 3;
+  constexpr int64_t kBufferBytes = 2 << 20;
+  auto world = SharedWorld(*coordinator_, kRanks, /*generation=*/1, kSlotBytes,
+                           absl::Seconds(30), kBufferBytes);
+  ASSERT_EQ(world.size(), 3u);
+  // Random floats (drawn here: torch's generator is shared by the rank
+  // threads), so a sum depends on the order of additions; plus integers,
+  // sizes around the sub-range edges, and one buffer too big for the
+  // region, which gets ordinary memory and the slot path.
+  struct Case {
+    int64_t elements;
+    torch::ScalarType dtype;
+  };
+  const std::vector<Case> cases = {{100'003, torch::kFloat32},
+                                   {1, torch::kFloat32},
+                                   {2, torch::kInt64},
+                                   {0, torch::kFloat32},
+                                   {70'001, torch::kFloat64},
+                                   {7 * kSlotBytes / 4 + 5, torch::kInt32},
+                                   {kBufferBytes, torch::kFloat32}};
+  std::vector<std::vector<torch::Tensor>> inputs(kRanks);
+  for (int rank = 0; rank < kRanks; ++rank) {
+    for (const Case& c : cases) {
+      inputs[rank].push_back(
+          c.dtype == torch::kFloat32 || c.dtype == torch::kFloat64
+              ? (torch::randn({c.elements}) * 1e4).to(c.dtype)
+              : RankInput(c.elements, rank, c.dtype));
+    }
+  }
+  std::vector<std::vector<torch::Tensor>> buffers(kRanks);
+  std::vector<absl::Status> results(kRanks);
+  RunRanks(kRanks, [&](int rank) {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      buffers[rank].push_back(world[rank]->NewReduceBuffer(
+          cases[i].elements, torch::TensorOptions().dtype(cases[i].dtype)));
+      EXPECT_EQ(buffers[rank][i].count_nonzero().item<int64_t>(), 0);
+      Fill(buffers[rank][i], inputs[rank][i]);
+    }
+    // Twice, with an ordinary tensor in between: the two paths interleave.
+    for (int pass = 0; pass < 2 && results[rank].ok(); ++pass) {
+      for (size_t i = 0; i < cases.size() && results[rank].ok(); ++i) {
+        if (pass == 1) Fill(buffers[rank][i], inputs[rank][i]);
+        results[rank] = world[rank]->AllReduceSum(buffers[rank][i]);
+        torch::Tensor plain = RankInput(1001, rank);
+        if (results[rank].ok()) {
+          results[rank] = world[rank]->AllReduceSum(plain);
+        }
+        if (results[rank].ok() &&
+            !torch::equal(plain, RankInput(1001, 0) * 6)) {
+          results[rank] = absl::InternalError("ordinary tensor sum wrong");
+        }
+      }
+    }
+  });
+  for (int rank = 0; rank < kRanks; ++rank) {
+    ASSERT_TRUE(results[rank].ok()) << "rank " << rank << ": " << results[rank];
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    torch::Tensor sum = torch::zeros(
+        {cases[i].elements}, torch::TensorOptions().dtype(cases[i].dtype));
+    for (int rank = 0; rank < kRanks; ++rank) sum += inputs[rank][i];
+    for (int rank = 0; rank < kRanks; ++rank) {
+      EXPECT_TRUE(torch::equal(buffers[rank][i], buffers[0][i]))
+          << "rank " << rank << " case " << i << ": not the same bits";
+    }
+    EXPECT_TRUE(torch::allclose(buffers[0][i], sum, 1e-5, 1e-2))
+        << "case " << i;
+  }
+  // The buffers outlive the communicators (gradients that are bucket views
+  // do): the memory stays mapped until the last tensor goes.
+  const torch::Tensor before = buffers[1][0].clone();
+  world.clear();
+  EXPECT_TRUE(torch::equal(buffers[1][0], before));
+  EXPECT_TRUE(OwnSegments().empty());
+}
+
+TEST_F(SharedMemoryCommunicatorTest,
+       RanksReducingDifferentTensorsFailNamingBoth) {
+  auto world = SharedWorld(*coordinator_, 2, /*generation=*/1, kSlotBytes,
+                           absl::Seconds(30), /*buffer_bytes=*/1 << 20);
+  ASSERT_EQ(world.size(), 2u);
+  // Rank 0 reduces a buffer of the region, rank 1 an ordinary tensor of
+  // the same size: summing them would mix unrelated memory.
+  std::vector<absl::Status> results(2);
+  RunRanks(2, [&](int rank) {
+    torch::Tensor tensor =
+        rank == 0 ? world[rank]->NewReduceBuffer(1000, torch::kFloat32)
+                  : torch::zeros({1000});
+    results[rank] = world[rank]->AllReduceSum(tensor);
+  });
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(results[rank].code(), absl::StatusCode::kInternal)
+        << results[rank];
+    EXPECT_TRUE(absl::StrContains(results[rank].message(),
+                                  "the ranks' collectives differ"))
+        << results[rank];
+    EXPECT_TRUE(absl::StrContains(results[rank].message(), "through the slots"))
+        << results[rank];
+    EXPECT_TRUE(absl::StrContains(results[rank].message(), "at offset 0"))
+        << results[rank];
+  }
+  // Broken for good.
+  torch::Tensor again = torch::zeros({10});
+  EXPECT_EQ(world[0]->AllReduceSum(again), results[0]);
+}
+
+TEST_F(SharedMemoryCommunicatorTest, RanksReducingDifferentSizesFail) {
+  auto world = SharedWorld(*coordinator_, 2);
+  ASSERT_EQ(world.size(), 2u);
+  std::vector<absl::Status> results(2);
+  RunRanks(2, [&](int rank) {
+    torch::Tensor tensor = torch::zeros({rank == 0 ? 100 : 200});
+    results[rank] = world[rank]->AllReduceSum(tensor);
+  });
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(results[rank].code(), absl::StatusCode::kInternal)
+        << results[rank];
+    EXPECT_TRUE(absl::StrContains(results[rank].message(), "400 bytes"))
+        << results[rank];
+    EXPECT_TRUE(absl::StrContains(results[rank].message(), "800 bytes"))
+        << results[rank];
+  }
+}
+
+TEST_F(SharedMemoryCommunicatorTest,
+       WithoutRoomForBuffersEveryTensorTakesSlots) {
+  // 1 TiB of buffers a rank: /dev/shm cannot hold them, so the segment is
+  // made without; NewReduceBuffer hands out ordinary memory, and sums are
+  // still right.
+  auto world = SharedWorld(*coordinator_, 2, /*generation=*/1, kSlotBytes,
+                           absl::Seconds(30), int64_t{1} << 40);
+  ASSERT_EQ(world.size(), 2u);
+  std::vector<absl::Status> results(2);
+  std::vector<torch::Tensor> tensors(2);
+  RunRanks(2, [&](int rank) {
+    EXPECT_TRUE(UsesSharedMemory(*world[rank]));
+    tensors[rank] = world[rank]->NewReduceBuffer(5000, torch::kFloat32);
+    Fill(tensors[rank], RankInput(5000, rank));
+    results[rank] = world[rank]->AllReduceSum(tensors[rank]);
+  });
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(results[rank].ok()) << results[rank];
+    EXPECT_TRUE(torch::equal(tensors[rank], RankInput(5000, 0) * 3));
+  }
+}
+
 TEST_F(SharedMemoryCommunicatorTest, RejectsBadOptions) {
   CommunicatorOptions options;
   auto gloo = ConnectGloo(options, nullptr);
@@ -278,6 +432,15 @@ TEST_F(SharedMemoryCommunicatorTest, RejectsBadOptions) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+  gloo = ConnectGloo(options, nullptr);
+  ASSERT_TRUE(gloo.ok());
+  shm = SharedMemoryOptions();
+  shm.buffer_bytes = 1000;
+  const absl::Status unaligned =
+      ConnectSharedMemory(options, shm, nullptr, *std::move(gloo)).status();
+  EXPECT_EQ(unaligned.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(unaligned.message(), "buffer_bytes"))
+      << unaligned;
   options.world_size = 2;
   EXPECT_EQ(ConnectSharedMemory(options, {}, nullptr, nullptr).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -12,7 +12,12 @@
 //                      this host). What a step pays for the reduction when
 //                      nothing overlaps.
 //   podtrain comm      Communicator::AllReduceSum on the same bucket buffers
-//                      (no packing), and on one flat buffer.
+//                      (no packing), and on one flat buffer; all of them
+//                      from Communicator::NewReduceBuffer, as the buckets'
+//                      own, so shared memory reduces them without copies.
+//                      And one flat buffer of ordinary memory, which goes
+//                      through the segment's slots (copy in, sum, copy
+//                      out): what every tensor took before.
 //   podtrain gloo      the same through the Gloo communicator alone (op
 //                      thread, tags, timeouts; TCP on 127.0.0.1), i.e.
 //                      podtrain-worker --shared_memory_allreduce=false.
@@ -25,7 +30,8 @@
 // Part 2, overlap in a real training step (per rank: half of the global
 // batch of 256, forward, backward with the bucket hooks, FinishReduction,
 // SGD step), for the default buckets, PyTorch DDP's layout, and no overlap
-// (backward, then the same bucket all-reduces), a step of each in turn:
+// (.grad() views of bucket buffers as GradientBuckets makes them; backward,
+// then the same bucket all-reduces), a step of each in turn:
 //   hidden share = (no-overlap step - overlapped step) / all-reduce alone,
 // next to GradientBuckets' own figures (time inside all-reduces, time
 // FinishReduction waited, buckets launched before the last gradient).
@@ -161,16 +167,18 @@ struct Rank {
   std::unique_ptr<Communicator> comm;       // shared memory over Gloo
   std::unique_ptr<Communicator> gloo_comm;  // Gloo alone
   std::unique_ptr<BareGloo> bare;
-  // Buffers shaped like GradientBuckets' buckets, and one flat buffer.
+  // Buffers shaped like GradientBuckets' buckets, and one flat buffer
+  // (NewReduceBuffer's), and one flat buffer of ordinary memory.
   std::vector<torch::Tensor> bucket_buffers;
   torch::Tensor flat;
+  torch::Tensor flat_plain;
 };
 
 // Per-iteration times (ms) of rank 0, by variant.
 struct Timings {
   std::vector<double> podtrain_buckets, podtrain_comm_buckets,
-      podtrain_comm_flat, podtrain_gloo_buckets, podtrain_gloo_flat,
-      bare_buckets, bare_flat;
+      podtrain_comm_flat, podtrain_comm_flat_plain, podtrain_gloo_buckets,
+      podtrain_gloo_flat, bare_buckets, bare_flat;
 };
 
 struct StepFigures {
@@ -178,22 +186,46 @@ struct StepFigures {
   std::vector<int> overlapped;
 };
 
-// Backward, then the same bucket all-reduces: no overlap.
+// Buffers of the bucket layout from `comm` (as GradientBuckets' are), with
+// every parameter's .grad() a view of its bucket, as GradientBuckets makes
+// it: the no-overlap variant moves exactly the same memory.
+std::vector<torch::Tensor> BucketViews(
+    Communicator& comm, const std::vector<torch::Tensor>& params,
+    const std::vector<std::vector<size_t>>& layout) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> buffers;
+  for (const std::vector<size_t>& bucket : layout) {
+    int64_t elements = 0;
+    for (size_t p : bucket) elements += params[p].numel();
+    buffers.push_back(comm.NewReduceBuffer(elements, torch::kFloat32));
+    int64_t offset = 0;
+    for (size_t p : bucket) {
+      params[p].mutable_grad() = buffers.back()
+                                     .narrow(0, offset, params[p].numel())
+                                     .view(params[p].sizes());
+      offset += params[p].numel();
+    }
+  }
+  return buffers;
+}
+
+// Backward, then the same bucket all-reduces: no overlap. The gradients
+// must still be the views BucketViews made (zero_grad() clears in place).
 absl::Status SequentialReduce(Communicator& comm,
                               const std::vector<torch::Tensor>& params,
-                              const std::vector<std::vector<size_t>>& layout) {
-  torch::NoGradGuard no_grad;
+                              const std::vector<std::vector<size_t>>& layout,
+                              std::vector<torch::Tensor>& buffers) {
   for (size_t b = 0; b < layout.size(); ++b) {
-    std::vector<torch::Tensor> pieces;
-    for (size_t p : layout[b]) pieces.push_back(params[p].grad().view(-1));
-    torch::Tensor buffer = torch::cat(pieces);
-    RETURN_IF_ERROR(comm.AllReduceSum(buffer));
-    int64_t offset = 0;
+    const float* at = buffers[b].data_ptr<float>();
     for (size_t p : layout[b]) {
-      torch::Tensor grad = params[p].grad();
-      grad.copy_(buffer.narrow(0, offset, grad.numel()).view(grad.sizes()));
-      offset += grad.numel();
+      if (params[p].grad().data_ptr<float>() != at) {
+        return absl::InternalError(
+            "the no-overlap variant's gradients are no longer views of its "
+            "bucket buffers");
+      }
+      at += params[p].numel();
     }
+    RETURN_IF_ERROR(comm.AllReduceSum(buffers[b]));
   }
   return absl::OkStatus();
 }
@@ -242,9 +274,15 @@ absl::Status Run() {
         coordinator->channel(), prefix, "", absl::Seconds(60));
     ASSIGN_OR_RETURN(std::unique_ptr<Communicator> transport,
                      worker::ConnectGloo(options, store));
-    ASSIGN_OR_RETURN(me.comm, worker::ConnectSharedMemory(
-                                  options, worker::SharedMemoryOptions(), store,
-                                  std::move(transport)));
+    // Room for every NewReduceBuffer below: the correctness check's
+    // buckets, part 1's buckets, its bucket buffers and flat buffer, and
+    // part 2's DDP-layout buckets and no-overlap views.
+    worker::SharedMemoryOptions shared;
+    shared.buffer_bytes =
+        6 * worker::ReduceBufferBytes(me.params) + worker::kReduceBufferAlign;
+    ASSIGN_OR_RETURN(me.comm,
+                     worker::ConnectSharedMemory(options, shared, store,
+                                                 std::move(transport)));
     if (!worker::UsesSharedMemory(*me.comm)) {
       return absl::FailedPreconditionError(
           "the shared-memory all-reduce did not form (see the log)");
@@ -263,10 +301,12 @@ absl::Status Run() {
     for (const auto& bucket : bucket_layout) {
       int64_t elements = 0;
       for (size_t p : bucket) elements += me.params[p].numel();
-      me.bucket_buffers.push_back(torch::zeros({elements}));
+      me.bucket_buffers.push_back(
+          me.comm->NewReduceBuffer(elements, torch::kFloat32));
       total += elements;
     }
-    me.flat = torch::zeros({total});
+    me.flat = me.comm->NewReduceBuffer(total, torch::kFloat32);
+    me.flat_plain = torch::zeros({total});
     if (r == 0) {
       layout = bucket_layout;
       ddp_layout = worker::AssignBuckets(me.params, ddp_options);
@@ -342,6 +382,7 @@ absl::Status Run() {
       return through(me.gloo_comm.get(), buffers);
     };
     std::vector<torch::Tensor> flat_only = {me.flat};
+    std::vector<torch::Tensor> flat_plain_only = {me.flat_plain};
     for (int round = 0; round < rounds; ++round) {
       // Warm-up of each path, untimed (first round only).
       if (round == 0) {
@@ -359,6 +400,8 @@ absl::Status Run() {
       RETURN_IF_ERROR(time_variant(&timings.bare_flat, bare(flat_only)));
       RETURN_IF_ERROR(
           time_variant(&timings.podtrain_comm_flat, podtrain_comm(flat_only)));
+      RETURN_IF_ERROR(time_variant(&timings.podtrain_comm_flat_plain,
+                                   podtrain_comm(flat_plain_only)));
       RETURN_IF_ERROR(time_variant(&timings.podtrain_gloo_buckets,
                                    podtrain_gloo(me.bucket_buffers)));
       RETURN_IF_ERROR(
@@ -382,6 +425,8 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(std::shared_ptr<worker::Model> plain_model,
                      worker::BuildModel(spec.model(), {28, 28, 1}, 42));
     GradientBuckets ddp(ddp_model->parameters(), me.comm.get(), ddp_options);
+    std::vector<torch::Tensor> plain_buffers =
+        BucketViews(*me.comm, plain_model->parameters(), layout);
     Trainee trainees[3];
     trainees[0] = {me.model, me.params, nullptr, &buckets, &overlap};
     trainees[1] = {ddp_model, ddp_model->parameters(), nullptr, &ddp,
@@ -409,7 +454,8 @@ absl::Status Run() {
         if (t.buckets != nullptr) {
           RETURN_IF_ERROR(t.buckets->FinishReduction());
         } else {
-          RETURN_IF_ERROR(SequentialReduce(*me.comm, t.params, layout));
+          RETURN_IF_ERROR(
+              SequentialReduce(*me.comm, t.params, layout, plain_buffers));
         }
         t.optimizer->Step(0.05);
         const double ms = absl::ToDoubleMilliseconds(absl::Now() - start);
@@ -481,6 +527,9 @@ absl::Status Run() {
   row("podtrain: Communicator::AllReduceSum on one flat buffer (shared "
       "memory)",
       timings.podtrain_comm_flat);
+  row("podtrain: Communicator::AllReduceSum on one flat buffer of ordinary "
+      "memory (shared memory's slots: copy in, sum, copy out)",
+      timings.podtrain_comm_flat_plain);
   row("podtrain, Gloo TCP: Communicator::AllReduceSum on the bucket buffers",
       timings.podtrain_gloo_buckets);
   row("podtrain, Gloo TCP: Communicator::AllReduceSum on one flat buffer",

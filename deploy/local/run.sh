@@ -239,10 +239,12 @@ job=$(podtrain submit "$work/job.yaml" --output json | /usr/bin/python3 -c 'impo
 echo "submitted $job"
 $check_monitoring && lint_live_metrics
 if [[ -n "$events" ]]; then
-  podtrain --output json watch "$job" >"$events" 2>"$work/logs/events.txt" &
-  pids+=($!)
+  # One watch stream, not two: every stream costs the coordinator (and the
+  # machine a benchmark measures) a serialized job per step.
+  podtrain --output json watch "$job" >"$events" 2>"$work/logs/events.txt"
+else
+  podtrain watch "$job"
 fi
-podtrain watch "$job"
 seconds=$(($(date +%s) - start))
 
 echo "== result"
