@@ -4,7 +4,7 @@
 # 784-1024-1024-10, global batch 256, SGD + Nesterov, cosine), world 1 and 2,
 # one intra-op thread per rank, the same epochs; plus the share of the
 # machine's fp32 GEMM peak podtrain reaches. World 2 runs in R rounds
-# (default 2), podtrain and DDP alternating, and each side's fastest round
+# (default 3), podtrain and DDP alternating, and each side's fastest round
 # counts (load from other tenants only slows a run down; the fp32 limit is
 # also the best of two rounds). ~6 minutes on 2 cores.
 #
@@ -28,7 +28,7 @@ cd "$BENCH_REPO"
 
 epochs=5
 skip=20
-rounds=2
+rounds=3
 while (($# > 0)); do
   case "$1" in
     --epochs) epochs="$2"; shift 2 ;;

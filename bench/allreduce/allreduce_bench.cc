@@ -624,10 +624,13 @@ absl::Status Run() {
       "hidden layer's bias) is complete before then, because fc1.weight "
       "shares a 7.4 MB bucket with fc2.weight; podtrain's 4 MB cap gives "
       "fc2.weight a bucket of its own, reduced while backward computes "
-      "fc1.weight. On this machine there is also little to hide behind: "
-      "the all-reduce is CPU work (memory copies and sums), and both cores "
-      "run backward.\n\n",
-      podtrain_ms);
+      "fc1.weight. On this machine there is also little to hide, and "
+      "little to hide it behind: the all-reduce is CPU work (%.2f ms of "
+      "sums in shared memory), both cores run backward, and handing buckets "
+      "to the communication thread during backward costs wake-ups on those "
+      "same cores; when the no-overlap step comes out faster, the hidden "
+      "share is 0 %%.\n\n",
+      podtrain_ms, podtrain_ms);
   std::printf(
       "RESULT podtrain_ms=%.3f bare_ms=%.3f ratio=%.3f "
       "podtrain_gloo_ms=%.3f hidden_percent=%.1f "
