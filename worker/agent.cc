@@ -785,8 +785,14 @@ absl::StatusOr<Agent::Outcome> Agent::TrainGeneration(
       },
       options_.prefetch_steps);
   if (generation_over_) generation->Abort();  // raced with the heartbeat
+  // Between hosts (Gloo TCP, NCCL) buckets are reduced while backward runs;
+  // through shared memory the whole reduction is a fraction of a
+  // millisecond, cheaper after backward than handed to another thread
+  // mid-backward (GradientBucketOptions.overlap).
+  GradientBucketOptions bucket_options;
+  bucket_options.overlap = !UsesSharedMemory(*generation->communicator);
   GradientBuckets buckets(job.model->parameters(),
-                          generation->communicator.get());
+                          generation->communicator.get(), bucket_options);
   // After the buckets, on every rank alike (NewReduceBuffer's contract).
   torch::Tensor stop = generation->communicator->NewReduceBuffer(
       1, torch::TensorOptions().dtype(torch::kFloat32).device(device));

@@ -105,7 +105,9 @@ int64_t ReduceBufferBytes(const std::vector<torch::Tensor>& parameters) {
 GradientBuckets::GradientBuckets(std::vector<torch::Tensor> parameters,
                                  Communicator* communicator,
                                  GradientBucketOptions options)
-    : params_(std::move(parameters)), communicator_(communicator) {
+    : params_(std::move(parameters)),
+      communicator_(communicator),
+      overlap_(options.overlap) {
   const std::vector<std::vector<size_t>> assignment =
       AssignBuckets(params_, options);
   bucket_of_.assign(params_.size(), 0);
@@ -151,7 +153,8 @@ GradientBuckets::GradientBuckets(std::vector<torch::Tensor> parameters,
     hook_handles_[p] = accumulators_[p]->add_post_hook(
         std::make_unique<AfterAccumulation>([this, p] { OnGradient(p); }));
   }
-  thread_ = std::thread(&GradientBuckets::CommunicationLoop, this);
+  if (overlap_)
+    thread_ = std::thread(&GradientBuckets::CommunicationLoop, this);
 }
 
 GradientBuckets::~GradientBuckets() {
@@ -164,7 +167,7 @@ GradientBuckets::~GradientBuckets() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 torch::Tensor GradientBuckets::Slot(size_t param) const {
@@ -220,7 +223,7 @@ void GradientBuckets::OnGradient(size_t param) {
         "parameter ", param, " has a sparse gradient; buckets are dense"));
   }
   Bucket& bucket = buckets_[bucket_of_[param]];
-  if (--bucket.pending == 0) LaunchLocked(bucket_of_[param]);
+  if (--bucket.pending == 0 && overlap_) LaunchLocked(bucket_of_[param]);
 }
 
 void GradientBuckets::LaunchLocked(size_t b) {
@@ -231,7 +234,6 @@ void GradientBuckets::LaunchLocked(size_t b) {
 void GradientBuckets::CommunicationLoop() {
   while (true) {
     size_t b;
-    bool skip;
     {
       absl::MutexLock lock(&mu_);
       const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -241,29 +243,36 @@ void GradientBuckets::CommunicationLoop() {
       mu_.Await(absl::Condition(&ready));
       if (stopping_) return;
       b = next_to_reduce_;
-      // After a failure the communicator is broken: skip the rest rather
-      // than wait on collectives that cannot succeed.
-      skip = !error_.ok();
     }
-    absl::Status status;
-    absl::Duration took;
-    if (!skip) {
-      torch::Tensor buffer = buckets_[b].buffer;
-      const absl::Time start = absl::Now();
-      status = communicator_->AllReduceSum(buffer);
-      took = absl::Now() - start;
-    }
-    absl::MutexLock lock(&mu_);
-    reduce_time_ += took;
-    if (!skip && status.ok()) reduce_bytes_ += buckets_[b].bytes;
-    if (!status.ok() && error_.ok()) {
-      error_ =
-          WithContext(status, absl::StrCat("all-reducing gradient bucket ", b,
-                                           " of ", buckets_.size(), " (",
-                                           buckets_[b].bytes, " bytes)"));
-    }
-    ++next_to_reduce_;
+    ReduceBucket(b);
   }
+}
+
+void GradientBuckets::ReduceBucket(size_t b) {
+  bool skip;
+  {
+    absl::MutexLock lock(&mu_);
+    // After a failure the communicator is broken: skip the rest rather
+    // than wait on collectives that cannot succeed.
+    skip = !error_.ok();
+  }
+  absl::Status status;
+  absl::Duration took;
+  if (!skip) {
+    torch::Tensor buffer = buckets_[b].buffer;
+    const absl::Time start = absl::Now();
+    status = communicator_->AllReduceSum(buffer);
+    took = absl::Now() - start;
+  }
+  absl::MutexLock lock(&mu_);
+  reduce_time_ += took;
+  if (!skip && status.ok()) reduce_bytes_ += buckets_[b].bytes;
+  if (!status.ok() && error_.ok()) {
+    error_ = WithContext(status, absl::StrCat("all-reducing gradient bucket ",
+                                              b, " of ", buckets_.size(), " (",
+                                              buckets_[b].bytes, " bytes)"));
+  }
+  ++next_to_reduce_;
 }
 
 absl::Status GradientBuckets::FinishReduction() {
@@ -280,6 +289,17 @@ absl::Status GradientBuckets::FinishReduction() {
     if (!arrived) OnGradient(p);
   }
   const absl::Time wait_start = absl::Now();
+  if (!overlap_) {
+    // Every bucket now, on this thread, in index order: all of it shows as
+    // the wait.
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      {
+        absl::MutexLock lock(&mu_);
+        LaunchLocked(b);
+      }
+      ReduceBucket(b);
+    }
+  }
   absl::Status error;
   {
     absl::MutexLock lock(&mu_);

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "proto/job.pb.h"
@@ -87,6 +88,10 @@ class RecordingCommunicator : public Communicator {
   int world_size() const override { return inner_->world_size(); }
   absl::Status AllReduceSum(torch::Tensor& tensor) override {
     ++all_reduces_;
+    {
+      absl::MutexLock lock(&mu_);
+      threads_.push_back(std::this_thread::get_id());
+    }
     if (!first_started_.HasBeenNotified()) first_started_.Notify();
     return inner_->AllReduceSum(tensor);
   }
@@ -100,6 +105,11 @@ class RecordingCommunicator : public Communicator {
     buffers_.push_back(inner_->NewReduceBuffer(numel, options));
     return buffers_.back();
   }
+  // The threads that called AllReduceSum, in order.
+  std::vector<std::thread::id> threads() const {
+    absl::MutexLock lock(&mu_);
+    return threads_;
+  }
   // The buffers NewReduceBuffer handed out.
   const std::vector<torch::Tensor>& buffers() const { return buffers_; }
 
@@ -109,6 +119,8 @@ class RecordingCommunicator : public Communicator {
  private:
   Communicator* const inner_;
   std::vector<torch::Tensor> buffers_;
+  mutable absl::Mutex mu_;
+  std::vector<std::thread::id> threads_ ABSL_GUARDED_BY(mu_);
   absl::Notification first_started_;
   std::atomic<int> all_reduces_{0};
 };
@@ -503,6 +515,68 @@ TEST_F(GradientBucketsTest, SharedMemoryBucketsAreReducedWhereTheyLie) {
       EXPECT_TRUE(torch::allclose(grads[0][step][p], zero[p] + one[p],
                                   /*rtol=*/1e-5, /*atol=*/1e-7))
           << "step " << step << ", parameter " << p;
+    }
+  }
+}
+
+TEST_F(GradientBucketsTest, WithoutOverlapEveryBucketIsReducedAfterBackward) {
+  auto world = World(2);
+  ASSERT_EQ(world.size(), 2u);
+  GradientBucketOptions options;
+  options.first_bucket_bytes = 4 << 10;  // three buckets, as above
+  options.bucket_bytes = 64 << 10;
+  options.overlap = false;
+  constexpr int kSteps = 2;
+  std::vector<std::vector<std::vector<torch::Tensor>>> grads(
+      2, std::vector<std::vector<torch::Tensor>>(kSteps));
+  std::vector<absl::Status> results(2);
+  std::vector<bool> reduced_during_backward(2, false), on_caller(2, false);
+  std::vector<int> overlapped(2, -1), reduces(2);
+  std::vector<double> reduce_seconds(2), wait_seconds(2);
+  RunRanks(2, [&](int rank) {
+    std::shared_ptr<Model> model = Mlp();
+    RecordingCommunicator communicator(world[rank].get());
+    GradientBuckets reducer(model->parameters(), &communicator, options);
+    for (int step = 0; step < kSteps && results[rank].ok(); ++step) {
+      model->zero_grad(/*set_to_none=*/true);
+      Loss(*model, MakeBatch(rank, step)).backward();
+      // Only the previous steps' all-reduces so far.
+      reduced_during_backward[rank] = reduced_during_backward[rank] ||
+                                      communicator.all_reduces() != 3 * step;
+      results[rank] = reducer.FinishReduction();
+      for (const torch::Tensor& param : model->parameters()) {
+        grads[rank][step].push_back(param.grad().clone());
+      }
+    }
+    const std::vector<std::thread::id> threads = communicator.threads();
+    on_caller[rank] = !threads.empty();
+    for (const std::thread::id id : threads) {
+      on_caller[rank] = on_caller[rank] && id == std::this_thread::get_id();
+    }
+    overlapped[rank] = reducer.last_buckets_launched_before_last_grad();
+    reduce_seconds[rank] = reducer.last_reduce_seconds();
+    wait_seconds[rank] = reducer.last_wait_seconds();
+    reduces[rank] = communicator.all_reduces();
+  });
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(results[rank].ok()) << results[rank];
+    EXPECT_FALSE(reduced_during_backward[rank]) << "rank " << rank;
+    EXPECT_TRUE(on_caller[rank])
+        << "rank " << rank << ": an all-reduce ran off the calling thread";
+    EXPECT_EQ(reduces[rank], 3 * kSteps);
+    EXPECT_EQ(overlapped[rank], 0);
+    // All of the reduction is the wait.
+    EXPECT_GE(wait_seconds[rank], reduce_seconds[rank]);
+  }
+  for (int step = 0; step < kSteps; ++step) {
+    const auto zero = ReferenceGrads(MakeBatch(0, step));
+    const auto one = ReferenceGrads(MakeBatch(1, step));
+    for (size_t p = 0; p < zero.size(); ++p) {
+      for (int rank = 0; rank < 2; ++rank) {
+        EXPECT_TRUE(torch::allclose(grads[rank][step][p], zero[p] + one[p],
+                                    /*rtol=*/1e-5, /*atol=*/1e-7))
+            << "step " << step << ", rank " << rank << ", parameter " << p;
+      }
     }
   }
 }
