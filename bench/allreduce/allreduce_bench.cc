@@ -30,8 +30,9 @@
 // Part 2, overlap in a real training step (per rank: half of the global
 // batch of 256, forward, backward with the bucket hooks, FinishReduction,
 // SGD step), for the default buckets, PyTorch DDP's layout, and no overlap
-// (.grad() views of bucket buffers as GradientBuckets makes them; backward,
-// then the same bucket all-reduces), a step of each in turn:
+// (GradientBucketOptions.overlap = false, what the agent runs through shared
+// memory: backward, then the same bucket all-reduces), a step of each in
+// turn:
 //   hidden share = (no-overlap step - overlapped step) / all-reduce alone,
 // next to GradientBuckets' own figures (time inside all-reduces, time
 // FinishReduction waited, buckets launched before the last gradient).
@@ -186,50 +187,6 @@ struct StepFigures {
   std::vector<int> overlapped;
 };
 
-// Buffers of the bucket layout from `comm` (as GradientBuckets' are), with
-// every parameter's .grad() a view of its bucket, as GradientBuckets makes
-// it: the no-overlap variant moves exactly the same memory.
-std::vector<torch::Tensor> BucketViews(
-    Communicator& comm, const std::vector<torch::Tensor>& params,
-    const std::vector<std::vector<size_t>>& layout) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> buffers;
-  for (const std::vector<size_t>& bucket : layout) {
-    int64_t elements = 0;
-    for (size_t p : bucket) elements += params[p].numel();
-    buffers.push_back(comm.NewReduceBuffer(elements, torch::kFloat32));
-    int64_t offset = 0;
-    for (size_t p : bucket) {
-      params[p].mutable_grad() = buffers.back()
-                                     .narrow(0, offset, params[p].numel())
-                                     .view(params[p].sizes());
-      offset += params[p].numel();
-    }
-  }
-  return buffers;
-}
-
-// Backward, then the same bucket all-reduces: no overlap. The gradients
-// must still be the views BucketViews made (zero_grad() clears in place).
-absl::Status SequentialReduce(Communicator& comm,
-                              const std::vector<torch::Tensor>& params,
-                              const std::vector<std::vector<size_t>>& layout,
-                              std::vector<torch::Tensor>& buffers) {
-  for (size_t b = 0; b < layout.size(); ++b) {
-    const float* at = buffers[b].data_ptr<float>();
-    for (size_t p : layout[b]) {
-      if (params[p].grad().data_ptr<float>() != at) {
-        return absl::InternalError(
-            "the no-overlap variant's gradients are no longer views of its "
-            "bucket buffers");
-      }
-      at += params[p].numel();
-    }
-    RETURN_IF_ERROR(comm.AllReduceSum(buffers[b]));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Run() {
   torch::set_num_threads(1);
   const int rounds = absl::GetFlag(FLAGS_rounds);
@@ -276,7 +233,7 @@ absl::Status Run() {
                      worker::ConnectGloo(options, store));
     // Room for every NewReduceBuffer below: the correctness check's
     // buckets, part 1's buckets, its bucket buffers and flat buffer, and
-    // part 2's DDP-layout buckets and no-overlap views.
+    // part 2's DDP-layout and no-overlap buckets.
     worker::SharedMemoryOptions shared;
     shared.buffer_bytes =
         6 * worker::ReduceBufferBytes(me.params) + worker::kReduceBufferAlign;
@@ -411,13 +368,13 @@ absl::Status Run() {
     // --- part 2: a real training step, with and without overlap -----------
     // Three copies of the model (same seed) train side by side, a step of
     // each in turn, so machine noise hits them alike: default buckets,
-    // DDP's layout, and no hooks (backward, then the same bucket
+    // DDP's layout, and no overlap (backward, then the same bucket
     // all-reduces). One communicator, used by this thread only.
     struct Trainee {
       std::shared_ptr<worker::Model> model;
       std::vector<torch::Tensor> params;
       std::unique_ptr<worker::Optimizer> optimizer;
-      GradientBuckets* buckets = nullptr;  // null: no overlap
+      GradientBuckets* buckets = nullptr;
       StepFigures* figures = nullptr;
     };
     ASSIGN_OR_RETURN(std::shared_ptr<worker::Model> ddp_model,
@@ -425,13 +382,16 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(std::shared_ptr<worker::Model> plain_model,
                      worker::BuildModel(spec.model(), {28, 28, 1}, 42));
     GradientBuckets ddp(ddp_model->parameters(), me.comm.get(), ddp_options);
-    std::vector<torch::Tensor> plain_buffers =
-        BucketViews(*me.comm, plain_model->parameters(), layout);
+    // What the agent runs through shared memory: the same buckets, reduced
+    // in FinishReduction after backward on this thread.
+    GradientBucketOptions no_overlap;
+    no_overlap.overlap = false;
+    GradientBuckets plain(plain_model->parameters(), me.comm.get(), no_overlap);
     Trainee trainees[3];
     trainees[0] = {me.model, me.params, nullptr, &buckets, &overlap};
     trainees[1] = {ddp_model, ddp_model->parameters(), nullptr, &ddp,
                    &ddp_buckets};
-    trainees[2] = {plain_model, plain_model->parameters(), nullptr, nullptr,
+    trainees[2] = {plain_model, plain_model->parameters(), nullptr, &plain,
                    &sequential};
     for (Trainee& t : trainees) {
       ASSIGN_OR_RETURN(t.optimizer, worker::MakeOptimizer(
@@ -451,23 +411,16 @@ absl::Status Run() {
         const torch::Tensor loss = worker::SummedLoss(
             t.model->forward(images), labels, spec.model().loss());
         (loss / static_cast<double>(spec.global_batch())).backward();
-        if (t.buckets != nullptr) {
-          RETURN_IF_ERROR(t.buckets->FinishReduction());
-        } else {
-          RETURN_IF_ERROR(
-              SequentialReduce(*me.comm, t.params, layout, plain_buffers));
-        }
+        RETURN_IF_ERROR(t.buckets->FinishReduction());
         t.optimizer->Step(0.05);
         const double ms = absl::ToDoubleMilliseconds(absl::Now() - start);
         if (r == 0 && i >= 0) {
           t.figures->step_ms.push_back(ms);
-          if (t.buckets != nullptr) {
-            t.figures->reduce_ms.push_back(1e3 *
-                                           t.buckets->last_reduce_seconds());
-            t.figures->wait_ms.push_back(1e3 * t.buckets->last_wait_seconds());
-            t.figures->overlapped.push_back(
-                t.buckets->last_buckets_launched_before_last_grad());
-          }
+          t.figures->reduce_ms.push_back(1e3 *
+                                         t.buckets->last_reduce_seconds());
+          t.figures->wait_ms.push_back(1e3 * t.buckets->last_wait_seconds());
+          t.figures->overlapped.push_back(
+              t.buckets->last_buckets_launched_before_last_grad());
         }
       }
     }
@@ -607,7 +560,8 @@ absl::Status Run() {
       100 * early_bytes(ddp_buckets, ddp_layout), Median(ddp_buckets.reduce_ms),
       Median(ddp_buckets.wait_ms), 100 * own_share(ddp_buckets));
   std::printf(
-      "| backward, then the same bucket all-reduces (no overlap) | %zu | "
+      "| backward, then the same bucket all-reduces (no overlap: what the "
+      "agent runs through shared memory) | %zu | "
       "%.2f | 0 %% | 0 %% | | | |\n\n",
       layout.size(), seq_ms);
   std::printf(
