@@ -84,6 +84,14 @@ class Communicator {
 // page: buffers never share a cache line or a page).
 inline constexpr int64_t kReduceBufferAlign = 4096;
 
+// What a NewReduceBuffer of `bytes` takes of a backend's region (an empty
+// buffer still takes one unit).
+inline int64_t ReservedReduceBufferBytes(int64_t bytes) {
+  const int64_t at_least_one = bytes > 0 ? bytes : 1;
+  return (at_least_one + kReduceBufferAlign - 1) / kReduceBufferAlign *
+         kReduceBufferAlign;
+}
+
 struct CommunicatorOptions {
   int rank = 0;
   int world_size = 1;

@@ -4,7 +4,6 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
-#include <algorithm>
 #include <functional>
 #include <utility>
 
@@ -92,12 +91,10 @@ std::vector<std::vector<size_t>> AssignBuckets(
 
 int64_t ReduceBufferBytes(const std::vector<torch::Tensor>& parameters) {
   // A bucket's bytes rounded up are at most its parameters' bytes rounded
-  // up one by one (an empty buffer still takes one unit).
+  // up one by one.
   int64_t bytes = 0;
   for (const torch::Tensor& param : parameters) {
-    if (!Hooked(param)) continue;
-    bytes += (std::max<int64_t>(Bytes(param), 1) + kReduceBufferAlign - 1) /
-             kReduceBufferAlign * kReduceBufferAlign;
+    if (Hooked(param)) bytes += ReservedReduceBufferBytes(Bytes(param));
   }
   return bytes;
 }

@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
+#include "common/status_macros.h"
 #include "worker/coordinator_store.h"
 
 namespace podtrain::worker {
@@ -321,8 +322,7 @@ class SharedMemoryCommunicator final : public Communicator {
     const int64_t bytes =
         numel * static_cast<int64_t>(c10::elementSize(
                     c10::typeMetaToScalarType(options.dtype())));
-    const int64_t reserved =
-        RoundUp(std::max<int64_t>(bytes, 1), kReduceBufferAlign);
+    const int64_t reserved = ReservedReduceBufferBytes(bytes);
     if (!options.device().is_cpu() || !Reducible(options.dtype()) ||
         buffer_used_ + reserved > segment_->buffer_bytes()) {
       return Communicator::NewReduceBuffer(numel, options);
@@ -485,6 +485,26 @@ class SharedMemoryCommunicator final : public Communicator {
     return absl::OkStatus();
   }
 
+  // Publishes operation `seq` (what it reduces, see Progress) as arrived,
+  // waits for every rank's, and checks they all reduce the same thing.
+  absl::Status Arrive(int64_t seq, int64_t offset, int64_t bytes,
+                      torch::ScalarType dtype, absl::Time deadline,
+                      absl::string_view phase) {
+    Describe(offset, bytes, dtype);
+    Publish(&Progress::arrived, seq);
+    RETURN_IF_ERROR(WaitAll(&Progress::arrived, seq, deadline, phase));
+    return CheckSameOperation();
+  }
+
+  // Rank r's sub-range of an operation of n elements: [lo, hi).
+  std::pair<int64_t, int64_t> SubRange(int64_t n, int64_t element,
+                                       int r) const {
+    const int64_t part =
+        RoundUp((n + world_size_ - 1) / world_size_, kAlign / element);
+    const int64_t lo = std::min(n, r * part);
+    return {lo, std::min(n, lo + part)};
+  }
+
   void Publish(std::atomic<int64_t> Progress::*field, int64_t seq) {
     (segment_->progress(rank_).*field).store(seq, std::memory_order_release);
     Wake(segment_->header());
@@ -495,7 +515,6 @@ class SharedMemoryCommunicator final : public Communicator {
     const int64_t element = work.element_size();
     const int64_t total = work.numel();
     const int64_t chunk_elements = segment_->header().slot_bytes / element;
-    const int64_t align_elements = kAlign / element;
     char* const data = static_cast<char*>(work.data_ptr());
     const absl::Time deadline = absl::Now() + timeout_;
     for (int64_t begin = 0; begin < total; begin += chunk_elements) {
@@ -511,22 +530,11 @@ class SharedMemoryCommunicator final : public Communicator {
         return s;
       }
       std::memcpy(segment_->slot(rank_, parity), source, n * element);
-      Describe(-1, n * element, work.scalar_type());
-      Publish(&Progress::arrived, seq);
-      if (absl::Status s = WaitAll(&Progress::arrived, seq, deadline,
-                                   "see every rank's chunk");
-          !s.ok()) {
-        return s;
-      }
-      if (absl::Status s = CheckSameOperation(); !s.ok()) return s;
+      RETURN_IF_ERROR(Arrive(seq, /*offset=*/-1, n * element,
+                             work.scalar_type(), deadline,
+                             "see every rank's chunk"));
 
-      const int64_t part =
-          RoundUp((n + world_size_ - 1) / world_size_, align_elements);
-      const auto range = [&](int r) {
-        const int64_t lo = std::min(n, r * part);
-        return std::pair<int64_t, int64_t>(lo, std::min(n, lo + part));
-      };
-      const auto [lo, hi] = range(rank_);
+      const auto [lo, hi] = SubRange(n, element, rank_);
       if (hi > lo) {
         torch::NoGradGuard no_grad;
         const auto view = [&](int r) {
@@ -545,7 +553,7 @@ class SharedMemoryCommunicator final : public Communicator {
         return s;
       }
       for (int r = 0; r < world_size_; ++r) {
-        const auto [r_lo, r_hi] = range(r);
+        const auto [r_lo, r_hi] = SubRange(n, element, r);
         if (r_hi > r_lo) {
           std::memcpy(source + r_lo * element,
                       segment_->slot(r, parity) + r_lo * element,
@@ -567,20 +575,10 @@ class SharedMemoryCommunicator final : public Communicator {
         static_cast<char*>(work.data_ptr()) - segment_->buffer(rank_);
     const absl::Time deadline = absl::Now() + timeout_;
     const int64_t seq = ++seq_;
-    Describe(offset, total * element, work.scalar_type());
-    Publish(&Progress::arrived, seq);
-    if (absl::Status s = WaitAll(&Progress::arrived, seq, deadline,
-                                 "see every rank's buffer");
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = CheckSameOperation(); !s.ok()) return s;
+    RETURN_IF_ERROR(Arrive(seq, offset, total * element, work.scalar_type(),
+                           deadline, "see every rank's buffer"));
 
-    const int64_t align_elements = kAlign / element;
-    const int64_t part =
-        RoundUp((total + world_size_ - 1) / world_size_, align_elements);
-    const int64_t lo = std::min(total, rank_ * part);
-    const int64_t hi = std::min(total, lo + part);
+    const auto [lo, hi] = SubRange(total, element, rank_);
     const int64_t block = kSumBlockBytes / element;
     torch::NoGradGuard no_grad;
     for (int64_t begin = lo; begin < hi; begin += block) {
